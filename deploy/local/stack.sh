@@ -262,7 +262,8 @@ tansu_has_features() {
 # does not hold our lock), e.g. one kicked off by hand.
 foreign_tansu_build_running() {
     command -v pgrep >/dev/null 2>&1 || return 1
-    pgrep -af 'cargo install tansu' 2>/dev/null | grep -qF -- "--root $TANSU_HOME"
+    # Trailing space so --root /x/tansu does not match --root /x/tansu-other.
+    pgrep -af 'cargo install tansu' 2>/dev/null | sed 's/$/ /' | grep -qF -- "--root $TANSU_HOME "
 }
 
 ensure_tansu() {
@@ -588,6 +589,18 @@ pg_probe() {
     [[ $out == 1 ]]
 }
 
+# Readiness probe used by 'up': the fleet role must exist before the URL
+# probe can pass, and pg_ctl -w has already waited for the server, so
+# bootstrap once, then probe.
+PG_BOOTSTRAPPED=0
+pg_probe_bootstrap() {
+    if ((!PG_BOOTSTRAPPED)); then
+        pg_bootstrap
+        PG_BOOTSTRAPPED=1
+    fi
+    pg_probe "$@"
+}
+
 pg_stop() {
     local bin home pid
     if ! pid=$(pg_pid); then
@@ -687,17 +700,6 @@ cmd_up() {
     log "all components answer; state in $STATE, logs in $LOGS"
     status_table || true
     log "to use it: eval \"\$(${BASH_SOURCE[0]} env)\""
-}
-
-# First successful probe of postgres also needs the role; pg_ctl -w has
-# already waited for the server, so bootstrap once before probing.
-PG_BOOTSTRAPPED=0
-pg_probe_bootstrap() {
-    if ((!PG_BOOTSTRAPPED)); then
-        pg_bootstrap
-        PG_BOOTSTRAPPED=1
-    fi
-    pg_probe "$@"
 }
 
 cmd_down() {

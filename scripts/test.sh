@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what is missing, starts a
+# private copy of the local stack (its own ports and state, so a running demo is left
+# alone), runs every tier, and stops the stack again whatever happens.
+#
+#   tiers: formatting and lints; unit and property tests; component tests (rdkafka's
+#   mock cluster); real-stack tests (the #[ignore]d ones, which need the stack).
+#
+# A component that cannot start fails the run: nothing is skipped silently.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'test: %s\n' "$*" >&2; }
+
+# --- toolchain prerequisites: a C compiler and make for librdkafka's bundled build.
+missing=()
+for tool in cc make perl; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if ((${#missing[@]})); then
+  say "installing build tools (missing: ${missing[*]})"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq build-essential perl
+fi
+
+# --- lint tier: cheap, and a red lint is a red CI.
+say "checking formatting and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+# --- the test stack: separate ports and state from the demo's stack.
+export FLEET_STATE_DIR=${FLEET_TEST_STATE_DIR:-$PWD/.state/test-stack}
+export FLEET_STACK_MQTT_PORT=${FLEET_TEST_MQTT_PORT:-28830}
+export FLEET_STACK_KAFKA_PORT=${FLEET_TEST_KAFKA_PORT:-29092}
+export FLEET_STACK_PG_PORT=${FLEET_TEST_PG_PORT:-25432}
+stop_stack() {
+  say "stopping the test stack"
+  deploy/local/stack.sh down >&2 || say "stack down reported a problem (see $FLEET_STATE_DIR/logs)"
+}
+trap stop_stack EXIT
+say "starting the test stack (state in $FLEET_STATE_DIR)"
+deploy/local/stack.sh up >&2
+eval "$(deploy/local/stack.sh env)"
+export FLEET_MQTT_URL FLEET_KAFKA_BROKERS FLEET_DATABASE_URL
+
+# --- every test, including the ones that need the stack.
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --run-ignored all --no-fail-fast
+  # nextest does not run doctests.
+  cargo test --workspace --doc --quiet
+else
+  say "cargo-nextest not found; using cargo test"
+  cargo test --workspace --no-fail-fast -- --include-ignored
+fi
+say "all tiers passed"
