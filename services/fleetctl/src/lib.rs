@@ -1,5 +1,4 @@
 //! The operator CLI's commands, as a library so tests can run them in-process.
 
-pub mod input;
 pub mod readings;
 pub mod stack;

@@ -57,7 +57,7 @@ pub fn validate(mut input: impl BufRead, mut report: impl Write) -> io::Result<V
 
 /// Validates a file (plain or gzip; `-` for stdin), reporting to stdout.
 pub fn validate_path(path: &Path) -> anyhow::Result<ValidationSummary> {
-    let input = super::input::open(path)?;
+    let input = fleet_runtime::input::open(path)?;
     let stdout = io::stdout().lock();
     validate(input, io::BufWriter::new(stdout))
         .with_context(|| format!("reading {}", path.display()))

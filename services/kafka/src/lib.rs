@@ -10,7 +10,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -113,35 +113,172 @@ pub struct Delivered {
     pub offset: i64,
 }
 
-/// Produces readings to a topic, keyed by `pump_id`, as protobuf.
-#[derive(Clone)]
-pub struct ReadingProducer {
-    producer: FutureProducer,
-    topic: String,
+/// The topic names a process uses; tests give each run its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    pub readings: String,
+    pub alarms: String,
+    pub dead_letter: String,
 }
 
-impl std::fmt::Debug for ReadingProducer {
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            readings: topics::READINGS.to_owned(),
+            alarms: topics::ALARMS.to_owned(),
+            dead_letter: topics::DEAD_LETTER.to_owned(),
+        }
+    }
+}
+
+impl Topics {
+    /// The same topics with a suffix, for an isolated test run.
+    pub fn with_suffix(suffix: &str) -> Self {
+        let base = Topics::default();
+        Topics {
+            readings: format!("{}.{suffix}", base.readings),
+            alarms: format!("{}.{suffix}", base.alarms),
+            dead_letter: format!("{}.{suffix}", base.dead_letter),
+        }
+    }
+}
+
+/// Input that was rejected, kept with everything needed to understand or replay it.
+///
+/// On the wire: the record's value is the raw payload, byte for byte (cut to
+/// `MAX_DEAD_LETTER_PAYLOAD_BYTES`, which the headers say); the rest are headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Partitioning key: the publishing gateway, when known.
+    pub key: String,
+    /// Where the payload came from (an MQTT topic).
+    pub source_topic: String,
+    /// A short stable code (`undecodable`, `unknown_pump`, ...); also a metric label.
+    pub reason: String,
+    /// One human sentence.
+    pub detail: String,
+    pub payload: Vec<u8>,
+    /// The payload's size before any cut.
+    pub payload_bytes: usize,
+    /// RFC 3339 time the input was received.
+    pub received_at: String,
+}
+
+/// Kafka's default message size limit is 1 MB; a dead letter keeps the first 64 KiB of
+/// an oversized payload, which is enough to see what it was.
+pub const MAX_DEAD_LETTER_PAYLOAD_BYTES: usize = 64 * 1024;
+
+const HEADER_SOURCE_TOPIC: &str = "source_topic";
+const HEADER_REASON: &str = "reason";
+const HEADER_DETAIL: &str = "detail";
+const HEADER_PAYLOAD_BYTES: &str = "payload_bytes";
+const HEADER_RECEIVED_AT: &str = "received_at";
+
+impl DeadLetter {
+    /// Reads a dead-letter record back (operators' tools and tests).
+    pub fn from_message<M: Message>(message: &M) -> DeadLetter {
+        let mut dl = DeadLetter {
+            key: message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default(),
+            source_topic: String::new(),
+            reason: String::new(),
+            detail: String::new(),
+            payload: message.payload().unwrap_or_default().to_vec(),
+            payload_bytes: 0,
+            received_at: String::new(),
+        };
+        if let Some(headers) = message.headers() {
+            for h in headers.iter() {
+                let value = h
+                    .value
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default();
+                match h.key {
+                    HEADER_SOURCE_TOPIC => dl.source_topic = value,
+                    HEADER_REASON => dl.reason = value,
+                    HEADER_DETAIL => dl.detail = value,
+                    HEADER_PAYLOAD_BYTES => dl.payload_bytes = value.parse().unwrap_or_default(),
+                    HEADER_RECEIVED_AT => dl.received_at = value,
+                    _ => {}
+                }
+            }
+        }
+        dl
+    }
+}
+
+/// One idempotent producer for everything a process writes: readings keyed by
+/// `pump_id` (protobuf), and dead letters.
+#[derive(Clone)]
+pub struct FleetProducer {
+    producer: FutureProducer,
+    topics: Topics,
+}
+
+impl std::fmt::Debug for FleetProducer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReadingProducer")
-            .field("topic", &self.topic)
+        f.debug_struct("FleetProducer")
+            .field("topics", &self.topics)
             .finish_non_exhaustive()
     }
 }
 
-impl ReadingProducer {
-    pub fn new(brokers: &str, topic: &str) -> Result<Self, BusError> {
-        Ok(ReadingProducer {
+impl FleetProducer {
+    pub fn new(brokers: &str, topics: Topics) -> Result<Self, BusError> {
+        Ok(FleetProducer {
             producer: producer_config(brokers).create()?,
-            topic: topic.to_owned(),
+            topics,
         })
     }
 
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
     /// Resolves once the broker has the reading durably (the delivery report).
-    pub async fn send(&self, reading: &Reading) -> Result<Delivered, BusError> {
+    pub async fn send_reading(&self, reading: &Reading) -> Result<Delivered, BusError> {
         let payload = protobuf::encode_reading(reading);
-        let record = FutureRecord::to(&self.topic)
+        let record = FutureRecord::to(&self.topics.readings)
             .key(reading.pump_id.as_bytes())
-            .payload(&payload);
+            .payload(payload.as_slice());
+        self.deliver(record).await
+    }
+
+    /// Resolves once the broker has the dead letter durably.
+    pub async fn send_dead_letter(&self, dl: &DeadLetter) -> Result<Delivered, BusError> {
+        let payload = &dl.payload[..dl.payload.len().min(MAX_DEAD_LETTER_PAYLOAD_BYTES)];
+        let payload_bytes = dl.payload_bytes.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: HEADER_SOURCE_TOPIC,
+                value: Some(&dl.source_topic),
+            })
+            .insert(Header {
+                key: HEADER_REASON,
+                value: Some(&dl.reason),
+            })
+            .insert(Header {
+                key: HEADER_DETAIL,
+                value: Some(&dl.detail),
+            })
+            .insert(Header {
+                key: HEADER_PAYLOAD_BYTES,
+                value: Some(&payload_bytes),
+            })
+            .insert(Header {
+                key: HEADER_RECEIVED_AT,
+                value: Some(&dl.received_at),
+            });
+        let record = FutureRecord::to(&self.topics.dead_letter)
+            .key(dl.key.as_bytes())
+            .payload(payload)
+            .headers(headers);
+        self.deliver(record).await
+    }
+
+    async fn deliver(&self, record: FutureRecord<'_, [u8], [u8]>) -> Result<Delivered, BusError> {
         // The producer's own message.timeout.ms bounds the wait; no second timeout here.
         let delivery = self
             .producer
@@ -152,6 +289,13 @@ impl ReadingProducer {
             partition: delivery.partition,
             offset: delivery.offset,
         })
+    }
+
+    /// Waits for everything queued to be delivered (graceful shutdown).
+    pub fn flush(&self, timeout: Duration) -> Result<(), BusError> {
+        use rdkafka::producer::Producer;
+        self.producer.flush(timeout)?;
+        Ok(())
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use fleet_core::Reading;
-use fleet_kafka::{ReadingProducer, consumer_config, decode_reading, ensure_topic};
+use fleet_kafka::{FleetProducer, Topics, consumer_config, decode_reading, ensure_topic};
 use futures_util::StreamExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -48,10 +48,17 @@ fn reading(pump: usize, seq: u64) -> Reading {
 /// Produces every pump's readings, consumes them back, and checks that each arrives
 /// once, keyed by its pump, with one pump's readings in one partition and in order.
 async fn round_trip(brokers: &str, topic: &str) {
-    let producer = ReadingProducer::new(brokers, topic).expect("producer");
+    let topics = Topics {
+        readings: topic.to_owned(),
+        ..Topics::default()
+    };
+    let producer = FleetProducer::new(brokers, topics).expect("producer");
     for seq in 1..=PER_PUMP {
         for pump in 0..PUMPS {
-            producer.send(&reading(pump, seq)).await.expect("delivered");
+            producer
+                .send_reading(&reading(pump, seq))
+                .await
+                .expect("delivered");
         }
     }
 

@@ -4,6 +4,13 @@
 
 use clap::Args;
 
+pub mod backoff;
+pub mod input;
+pub mod serve;
+pub mod shutdown;
+
+pub use backoff::Backoff;
+
 /// The three pieces of infrastructure. Each is read from a `FLEET_*` environment
 /// variable; a flag overrides it; the default is the local stack's loopback port.
 #[derive(Debug, Clone, Args)]

@@ -1,0 +1,242 @@
+//! `fleet-loadtest`: throughput of the telemetry path (gateways → Mosquitto → ingest →
+//! Kafka) on this machine, next to the raw ceilings of the same broker and the same
+//! Kafka measured in the same run. Needs the local stack (`deploy/local/stack.sh up`).
+//!
+//! Prints a table and writes the figures as JSON (`--out`).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use clap::Parser;
+use fleet_core::Reading;
+use fleet_kafka::{FleetProducer, Topics, ensure_topic};
+use fleet_loadtest::harness::{self, Service, StackEnv};
+use fleet_loadtest::kafka_count;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use rumqttc::{AsyncClient, Event, Packet, QoS};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fleet-loadtest",
+    about = "Telemetry-path throughput against raw ceilings"
+)]
+struct Cli {
+    /// Virtual gateways (one pump each), all in one gateway process.
+    #[arg(long, default_value_t = 200)]
+    gateways: usize,
+    /// Readings per gateway.
+    #[arg(long, default_value_t = 150)]
+    readings_per_gateway: usize,
+    /// Ingest replicas sharing the subscription.
+    #[arg(long, default_value_t = 1)]
+    ingest_replicas: usize,
+    /// Messages for each raw ceiling.
+    #[arg(long, default_value_t = 20_000)]
+    raw_messages: usize,
+    /// Where to write the JSON result.
+    #[arg(long, default_value = "loadtest/results/telemetry.json")]
+    out: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let env = StackEnv::from_env()?;
+    let run = format!("bench-{}", Utc::now().timestamp());
+    let dir = tempfile::tempdir()?;
+
+    let readings = fleet_readings(cli.gateways, cli.readings_per_gateway);
+    let sample_bytes = fleet_core::protobuf::encode_reading(&readings[0]).len();
+    eprintln!(
+        "{} readings from {} gateways ({} bytes each as protobuf)",
+        readings.len(),
+        cli.gateways,
+        sample_bytes
+    );
+
+    let mqtt_ceiling = raw_mqtt(&env.mqtt_url, &run, cli.raw_messages, sample_bytes).await?;
+    eprintln!("raw mqtt publish→subscribe: {mqtt_ceiling:.0} msg/s");
+    let kafka_ceiling = raw_kafka(&env.kafka_brokers, &run, &readings, cli.raw_messages).await?;
+    eprintln!("raw kafka produce: {kafka_ceiling:.0} msg/s");
+    let (pipeline, duplicates) =
+        pipeline(&env, &run, dir.path(), &readings, cli.ingest_replicas).await?;
+    eprintln!("pipeline: {pipeline:.0} readings/s");
+
+    let slower = mqtt_ceiling.min(kafka_ceiling);
+    let result = serde_json::json!({
+        "measured_at": Utc::now().to_rfc3339(),
+        "gateways": cli.gateways,
+        "readings": readings.len(),
+        "reading_bytes": sample_bytes,
+        "ingest_replicas": cli.ingest_replicas,
+        "pipeline_readings_per_s": pipeline.round(),
+        "duplicates_in_kafka": duplicates,
+        "raw_mqtt_msgs_per_s": mqtt_ceiling.round(),
+        "raw_kafka_produce_msgs_per_s": kafka_ceiling.round(),
+        "ratio_to_slower_raw": (pipeline / slower * 100.0).round() / 100.0,
+    });
+    if let Some(parent) = cli.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&cli.out, serde_json::to_string_pretty(&result)? + "\n")?;
+    println!("{}", serde_json::to_string_pretty(&result)?);
+    Ok(())
+}
+
+/// `gateways` simulated pumps, `per_gateway` readings each, all healthy and recent.
+fn fleet_readings(gateways: usize, per_gateway: usize) -> Vec<Reading> {
+    use fleet_simulator::{FaultMix, Fleet, FleetSpec};
+    let end = Utc::now() - chrono::Duration::hours(1);
+    let start = end - chrono::Duration::hours(per_gateway as i64);
+    let mut fleet =
+        Fleet::new(FleetSpec::new(7, gateways, start, end).with_faults(FaultMix::none()));
+    fleet.advance_until(end)
+}
+
+/// One publisher, one subscriber, QoS 1, through the same broker: messages/s received.
+async fn raw_mqtt(url: &str, run: &str, messages: usize, bytes: usize) -> anyhow::Result<f64> {
+    let topic = format!("bench/{run}/raw");
+    let sub_opts = fleet_runtime::mqtt_options(url, &format!("{run}-sub"))?;
+    let (sub, mut sub_loop) = AsyncClient::new(sub_opts, 1000);
+    sub.subscribe(&topic, QoS::AtLeastOnce).await?;
+    loop {
+        if let Event::Incoming(Packet::SubAck(_)) = sub_loop.poll().await? {
+            break;
+        }
+    }
+    let mut pub_opts = fleet_runtime::mqtt_options(url, &format!("{run}-pub"))?;
+    pub_opts.set_inflight(1000);
+    let (publisher, mut pub_loop) = AsyncClient::new(pub_opts, 1000);
+    let payload = vec![7u8; bytes];
+    let started = Instant::now();
+    let sender = tokio::spawn(async move {
+        for _ in 0..messages {
+            publisher
+                .publish(&topic, QoS::AtLeastOnce, false, payload.clone())
+                .await?;
+        }
+        anyhow::Ok(publisher)
+    });
+    let pumping = tokio::spawn(async move { while pub_loop.poll().await.is_ok() {} });
+    let mut received = 0;
+    while received < messages {
+        let event = tokio::time::timeout(Duration::from_secs(60), sub_loop.poll())
+            .await
+            .context("raw mqtt: subscriber starved")??;
+        if let Event::Incoming(Packet::Publish(_)) = event {
+            received += 1;
+        }
+    }
+    let rate = messages as f64 / started.elapsed().as_secs_f64();
+    let publisher = sender.await??;
+    let _ = publisher.disconnect().await;
+    pumping.abort();
+    Ok(rate)
+}
+
+/// Idempotent produce of readings with many in flight: messages/s acknowledged.
+async fn raw_kafka(
+    brokers: &str,
+    run: &str,
+    readings: &[Reading],
+    messages: usize,
+) -> anyhow::Result<f64> {
+    let topics = Topics::with_suffix(&format!("{run}-raw"));
+    ensure_topic(brokers, &topics.readings, 6).await?;
+    let producer = FleetProducer::new(brokers, topics)?;
+    let started = Instant::now();
+    let mut in_flight = FuturesUnordered::new();
+    for reading in readings.iter().cycle().take(messages) {
+        in_flight.push(producer.send_reading(reading));
+        if in_flight.len() >= 2000 {
+            in_flight.next().await.context("stream")??;
+        }
+    }
+    while let Some(done) = in_flight.next().await {
+        done?;
+    }
+    Ok(messages as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The real path: the gateway process replays every reading through its outboxes, the
+/// ingest writes to Kafka; timed from the gateways' start to the last unique reading in
+/// Kafka. Returns readings/s and the duplicate count.
+async fn pipeline(
+    env: &StackEnv,
+    run: &str,
+    dir: &std::path::Path,
+    readings: &[Reading],
+    replicas: usize,
+) -> anyhow::Result<(f64, u64)> {
+    let replay = dir.join("readings.jsonl");
+    let text: String = readings
+        .iter()
+        .map(|r| fleet_core::json::to_json(r) + "\n")
+        .collect();
+    std::fs::write(&replay, text)?;
+    let registry = dir.join("registry.toml");
+    harness::write_registry(readings, &registry)?;
+    let expected = harness::unique_keys(readings);
+    let suffix = format!("{run}-path");
+    let topics = Topics::with_suffix(&suffix);
+    ensure_topic(&env.kafka_brokers, &topics.readings, 6).await?;
+    let mut arrivals = kafka_count::watch_readings(&env.kafka_brokers, &topics.readings).await?;
+
+    let ingest_bin = harness::binary("fleet-ingest")?;
+    let mut ingests = Vec::new();
+    for i in 0..replicas.max(1) {
+        ingests.push(Service::spawn(
+            "fleet-ingest",
+            Command::new(&ingest_bin)
+                .env("FLEET_MQTT_URL", &env.mqtt_url)
+                .env("FLEET_KAFKA_BROKERS", &env.kafka_brokers)
+                .args(["--registry-file", &registry.display().to_string()])
+                .args(["--client-id", &format!("{run}-ingest-{i}")])
+                .args(["--topic-suffix", &suffix])
+                .args([
+                    "--metrics-addr",
+                    &format!("127.0.0.1:{}", harness::free_port()?),
+                ]),
+            &dir.join(format!("ingest-{i}.log")),
+        )?);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = Instant::now();
+    let mut gateways = Service::spawn(
+        "fleet-gateway",
+        Command::new(harness::binary("fleet-gateway")?)
+            .env("FLEET_MQTT_URL", &env.mqtt_url)
+            .args(["--fleet", "--exit-when-drained"])
+            .args(["--replay", &replay.display().to_string()])
+            .args(["--state-dir", &dir.join("gateways").display().to_string()])
+            .args([
+                "--metrics-addr",
+                &format!("127.0.0.1:{}", harness::free_port()?),
+            ]),
+        &dir.join("gateways.log"),
+    )?;
+    let seen = kafka_count::wait_for(&mut arrivals, Duration::from_secs(600), |a| {
+        a.unique.len() >= expected.len()
+    })
+    .await;
+    let elapsed = started.elapsed();
+    anyhow::ensure!(
+        seen.unique.len() >= expected.len(),
+        "only {} of {} readings arrived in 600 s (logs in {})",
+        seen.unique.len(),
+        expected.len(),
+        dir.display()
+    );
+    gateways.wait_exit(Duration::from_secs(60))?;
+    for mut ingest in ingests {
+        ingest.terminate(Duration::from_secs(15))?;
+    }
+    Ok((
+        expected.len() as f64 / elapsed.as_secs_f64(),
+        seen.records - seen.unique.len() as u64,
+    ))
+}

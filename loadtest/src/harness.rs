@@ -1,0 +1,222 @@
+//! Starting and stopping the project's own service binaries, and the local stack's
+//! components, from tests and benchmarks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use fleet_core::Reading;
+
+/// The three endpoints, which must be set: a harness run without a stack is an error,
+/// never a silent skip.
+#[derive(Debug, Clone)]
+pub struct StackEnv {
+    pub mqtt_url: String,
+    pub kafka_brokers: String,
+    pub database_url: String,
+}
+
+impl StackEnv {
+    pub fn from_env() -> anyhow::Result<StackEnv> {
+        let var = |name: &str| {
+            std::env::var(name).with_context(|| {
+                format!(
+                    "{name} is not set: start the stack and eval \"$(deploy/local/stack.sh env)\""
+                )
+            })
+        };
+        Ok(StackEnv {
+            mqtt_url: var("FLEET_MQTT_URL")?,
+            kafka_brokers: var("FLEET_KAFKA_BROKERS")?,
+            database_url: var("FLEET_DATABASE_URL")?,
+        })
+    }
+}
+
+/// The repository root (this crate lives in `loadtest/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Path to a workspace binary, built first (quick when it is up to date) with the same
+/// profile as the running executable.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let mut dir = exe
+        .parent()
+        .context("executable has no directory")?
+        .to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let release = dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(repo_root())
+        .args(["build", "--quiet", "--bin", name]);
+    if release {
+        build.arg("--release");
+    }
+    let status = build.status().with_context(|| format!("building {name}"))?;
+    if !status.success() {
+        bail!("building {name} failed");
+    }
+    let path = dir.join(name);
+    anyhow::ensure!(path.exists(), "{} was not built", path.display());
+    Ok(path)
+}
+
+/// A free loopback port (for a service's metrics endpoint).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A child process of ours, killed when dropped so a failed test leaves nothing behind.
+#[derive(Debug)]
+pub struct Service {
+    pub name: String,
+    child: Child,
+}
+
+impl Service {
+    pub fn spawn(name: &str, command: &mut Command, log: &Path) -> anyhow::Result<Service> {
+        let log_file =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Service {
+            name: name.to_owned(),
+            child,
+        })
+    }
+
+    /// `kill -9`: no chance to flush, ack or say goodbye.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then up to `grace` for an orderly exit; SIGKILL after that.
+    pub fn terminate(&mut self, grace: Duration) -> anyhow::Result<()> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill9();
+        bail!("{} did not stop within {grace:?}", self.name)
+    }
+
+    /// Waits for the process to exit by itself, bounded.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                bail!("{} still running after {timeout:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if self.is_running() {
+            self.kill9();
+        }
+    }
+}
+
+/// Reads a JSON Lines file of readings (plain or gzip).
+pub fn load_readings(path: &Path) -> anyhow::Result<Vec<Reading>> {
+    use std::io::BufRead;
+    let input = fleet_runtime::input::open(path)?;
+    let mut out = Vec::new();
+    for (n, line) in input.lines().enumerate() {
+        let line = line?;
+        out.push(
+            fleet_core::json::parse_reading(&line)
+                .with_context(|| format!("{}: line {}", path.display(), n + 1))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Every `(pump_id, seq)` in a set of readings: what must arrive.
+pub fn unique_keys(readings: &[Reading]) -> BTreeSet<(String, u64)> {
+    readings
+        .iter()
+        .map(|r| (r.pump_id.clone(), r.seq))
+        .collect()
+}
+
+/// A registry pairing each pump with the gateway that relays it, all followed by one
+/// clinic; written to `path`.
+pub fn write_registry(readings: &[Reading], path: &Path) -> anyhow::Result<()> {
+    let pairs: BTreeMap<&str, &str> = readings
+        .iter()
+        .map(|r| (r.pump_id.as_str(), r.gateway_id.as_str()))
+        .collect();
+    let mut text = String::from(
+        "[[clinic]]\nid = \"clinic-test\"\nname = \"Test clinic\"\nwebhook = \"http://127.0.0.1:9\"\nescalation_after = \"15m\"\n",
+    );
+    for (pump, gateway) in pairs {
+        text.push_str(&format!(
+            "\n[[pump]]\npump_id = \"{pump}\"\ngateway_id = \"{gateway}\"\nclinic_id = \"clinic-test\"\n"
+        ));
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Restarts the local stack's Mosquitto: SIGTERM to the pid the stack script recorded,
+/// then `stack.sh up`, which starts what is not running and waits until it answers.
+pub fn restart_mosquitto() -> anyhow::Result<()> {
+    let state = std::env::var("FLEET_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join(".state/stack"));
+    let pidfile = state.join("run/mosquitto.pid");
+    let pid = std::fs::read_to_string(&pidfile)
+        .with_context(|| format!("reading {}", pidfile.display()))?;
+    let pid = pid.trim();
+    let status = Command::new("kill").args(["-TERM", pid]).status()?;
+    anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+    // Wait for it to go, so `up` starts a new one rather than finding the old.
+    for _ in 0..100 {
+        if !Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = Command::new(repo_root().join("deploy/local/stack.sh"))
+        .arg("up")
+        .stdout(Stdio::null())
+        .status()
+        .context("running stack.sh up")?;
+    anyhow::ensure!(
+        status.success(),
+        "stack.sh up failed after stopping mosquitto"
+    );
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! Counting what reached Kafka: every record of a topic, by `(pump_id, seq)`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use fleet_kafka::{DeadLetter, consumer_config, decode_reading};
+use futures_util::StreamExt;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+/// Readings seen in a topic so far.
+#[derive(Debug, Clone, Default)]
+pub struct Arrivals {
+    pub unique: BTreeSet<(String, u64)>,
+    /// Records including duplicates.
+    pub records: u64,
+}
+
+/// A consumer reading every partition of `topic` from the beginning. Partitions are
+/// assigned, not balanced through a consumer group: counting must not depend on group
+/// coordination (which the local broker handles poorly when groups rebalance at once).
+/// Creates the topic first if needed, with the services' default partition count.
+async fn read_all(brokers: &str, topic: &str) -> anyhow::Result<StreamConsumer> {
+    fleet_kafka::ensure_topic(brokers, topic, DEFAULT_PARTITIONS).await?;
+    let consumer: StreamConsumer =
+        consumer_config(brokers, &format!("harness-{}", std::process::id())).create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions = metadata
+        .topics()
+        .first()
+        .map(|t| t.partitions().len())
+        .unwrap_or_default();
+    anyhow::ensure!(partitions > 0, "topic {topic} has no partitions");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment.add_partition_offset(topic, p as i32, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    Ok(consumer)
+}
+
+/// The partition count the services create topics with (`FLEET_KAFKA_PARTITIONS`).
+pub const DEFAULT_PARTITIONS: i32 = 6;
+
+/// Consumes `topic` from the beginning in the background, publishing the running count;
+/// stops when the receiver is dropped or the stream ends.
+pub async fn watch_readings(
+    brokers: &str,
+    topic: &str,
+) -> anyhow::Result<watch::Receiver<Arrivals>> {
+    let consumer = read_all(brokers, topic).await?;
+    let (tx, rx) = watch::channel(Arrivals::default());
+    tokio::spawn(async move {
+        let mut stream = consumer.stream();
+        let mut arrivals = Arrivals::default();
+        while let Some(message) = stream.next().await {
+            let Ok(message) = message else { continue };
+            if let Ok(reading) = decode_reading(&message) {
+                arrivals.records += 1;
+                arrivals.unique.insert((reading.pump_id, reading.seq));
+                if tx.send(arrivals.clone()).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// Waits until `done` holds for the arrivals, or `timeout`; returns the last count.
+pub async fn wait_for(
+    rx: &mut watch::Receiver<Arrivals>,
+    timeout: Duration,
+    done: impl Fn(&Arrivals) -> bool,
+) -> Arrivals {
+    let _ = tokio::time::timeout(timeout, rx.wait_for(|a| done(a))).await;
+    rx.borrow().clone()
+}
+
+/// Reads dead letters from the beginning until `expected` arrived or `timeout`.
+pub async fn read_dead_letters(
+    brokers: &str,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> anyhow::Result<Vec<DeadLetter>> {
+    let consumer = read_all(brokers, topic).await?;
+    let mut stream = consumer.stream();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while out.len() < expected {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(message))) => out.push(DeadLetter::from_message(&message)),
+            Ok(Some(Err(_))) => continue,
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Ok(out)
+}
+
+/// How many records there are per reason.
+pub fn by_reason(letters: &[DeadLetter]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for dl in letters {
+        *counts.entry(dl.reason.clone()).or_insert(0) += 1;
+    }
+    counts
+}

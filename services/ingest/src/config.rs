@@ -1,0 +1,51 @@
+//! Configuration of one ingest replica: flags, each also read from a `FLEET_*` variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use fleet_runtime::Endpoints;
+
+#[derive(Debug, Clone, Args)]
+pub struct IngestConfig {
+    #[command(flatten)]
+    pub endpoints: Endpoints,
+    /// Registry file (contract §5): which gateway may relay which pump.
+    #[arg(
+        long,
+        env = "FLEET_REGISTRY_FILE",
+        default_value = "deploy/local/registry.toml"
+    )]
+    pub registry_file: PathBuf,
+    /// MQTT client id; unique per replica (two replicas with one id disconnect each other).
+    #[arg(long, env = "FLEET_INGEST_CLIENT_ID", default_value = "fleet-ingest-0")]
+    pub client_id: String,
+    /// Payloads above this size are dead-lettered (`oversized`) without decoding.
+    #[arg(long, env = "FLEET_INGEST_MAX_PAYLOAD_BYTES", default_value_t = 64 * 1024)]
+    pub max_payload_bytes: usize,
+    /// Readings stamped further than this ahead of our clock are dead-lettered, so a
+    /// gateway with a wrong clock cannot drag the detector's event-time clock ahead.
+    #[arg(long, env = "FLEET_INGEST_MAX_FUTURE_SKEW", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub max_future_skew: Duration,
+    /// Readings being produced at once; beyond this the replica stops reading MQTT and
+    /// the broker holds the rest (back-pressure, never an unbounded queue).
+    #[arg(long, env = "FLEET_INGEST_MAX_IN_FLIGHT", default_value_t = 2000)]
+    pub max_in_flight: usize,
+    /// How often end-to-end acks are sent to gateways (one message per gateway).
+    #[arg(long, env = "FLEET_INGEST_ACK_INTERVAL", default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub ack_interval: Duration,
+    /// Partitions for the topics this service creates if they are missing.
+    #[arg(long, env = "FLEET_KAFKA_PARTITIONS", default_value_t = 6)]
+    pub partitions: i32,
+    /// Suffix for topic names (tests run in isolation with their own topics).
+    #[arg(long, env = "FLEET_TOPIC_SUFFIX")]
+    pub topic_suffix: Option<String>,
+    /// Where `/metrics` and `/healthz` are served.
+    #[arg(
+        long,
+        env = "FLEET_INGEST_METRICS_ADDR",
+        default_value = "127.0.0.1:9181"
+    )]
+    pub metrics_addr: SocketAddr,
+}

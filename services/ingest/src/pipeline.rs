@@ -1,0 +1,346 @@
+//! One ingest replica's main loop.
+//!
+//! Order is what makes this at-least-once without loss: a reading is acknowledged to
+//! the broker (PUBACK) and end to end (the gateway's ack topic) only after Kafka's
+//! delivery report says it is durable — in the readings topic or, if rejected, in the
+//! dead-letter topic. Acks go out in the order readings arrived (MQTT requires it for
+//! PUBACKs). The session is clean: a reading this replica had not made durable when it
+//! died is resent by its gateway, which keeps it until an ack names it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use fleet_core::Registry;
+use fleet_core::gateway_protocol::{INGEST_SHARED_SUBSCRIPTION, acks_topic};
+use fleet_kafka::{DeadLetter, FleetProducer, Topics, ensure_topic};
+use fleet_runtime::Backoff;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::acks::AckBatch;
+use crate::config::IngestConfig;
+use crate::metrics::IngestMetrics;
+use crate::triage::{Limits, triage};
+
+/// The largest MQTT packet ingest accepts off the wire. Bigger than the payload limit
+/// on purpose: an oversized reading must arrive so it can be dead-lettered; a packet
+/// the client refused would be redelivered by the broker forever.
+const MAX_MQTT_PACKET_BYTES: usize = 16 * 1024 * 1024;
+/// How long shutdown waits for in-flight readings before leaving them to the broker.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// What became of one MQTT message.
+struct Handled {
+    publish: Publish,
+    /// Durable somewhere (readings or dead-letter topic): safe to acknowledge.
+    durable: bool,
+    /// `(gateway_id, pump_id, seq)` to acknowledge end to end.
+    end_to_end: Option<(String, String, u64)>,
+}
+
+/// Runs one replica until `shutdown` is cancelled, then winds down in order: stop
+/// taking messages, finish in-flight ones, send their acks, flush Kafka, disconnect.
+pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let registry = load_registry(&config.registry_file)?;
+    let topics = config
+        .topic_suffix
+        .as_deref()
+        .map_or_else(Topics::default, Topics::with_suffix);
+    let brokers = &config.endpoints.kafka_brokers;
+    for topic in [&topics.readings, &topics.dead_letter] {
+        ensure_topic(brokers, topic, config.partitions)
+            .await
+            .with_context(|| format!("creating topic {topic} on {brokers}"))?;
+    }
+    let producer = FleetProducer::new(brokers, topics)?;
+    let metrics = IngestMetrics::new();
+    let metrics_addr = fleet_runtime::serve::serve_metrics(
+        config.metrics_addr,
+        metrics.registry.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .with_context(|| format!("serving metrics on {}", config.metrics_addr))?;
+
+    let mut options = fleet_runtime::mqtt_options(&config.endpoints.mqtt_url, &config.client_id)?;
+    options
+        // Clean: a persistent session of a replica that is gone would keep receiving its
+        // share of readings at the broker, delaying them until the gateways resend.
+        .set_clean_session(true)
+        .set_manual_acks(true)
+        .set_keep_alive(Duration::from_secs(30))
+        .set_max_packet_size(MAX_MQTT_PACKET_BYTES, MAX_MQTT_PACKET_BYTES);
+    let (client, eventloop) = AsyncClient::new(options, config.max_in_flight.max(16));
+    let (tx, rx) = mpsc::channel(config.max_in_flight.max(1));
+    let stop_mqtt = CancellationToken::new();
+    let mqtt = tokio::spawn(mqtt_loop(
+        eventloop,
+        client.clone(),
+        tx,
+        metrics.clone(),
+        shutdown.clone(),
+        stop_mqtt.clone(),
+    ));
+    tracing::info!(
+        client_id = %config.client_id,
+        registry_pumps = registry.pumps.len(),
+        metrics = %metrics_addr,
+        "ingest running"
+    );
+
+    let limits = Limits {
+        max_payload_bytes: config.max_payload_bytes,
+        max_future_skew: chrono::Duration::from_std(config.max_future_skew)
+            .context("max future skew out of range")?,
+    };
+    let pipeline = Pipeline {
+        client: client.clone(),
+        producer: producer.clone(),
+        registry,
+        limits,
+        metrics,
+        shutdown: shutdown.clone(),
+    };
+    pipeline
+        .process(rx, config.max_in_flight.max(1), config.ack_interval)
+        .await;
+
+    if let Err(e) = producer.flush(Duration::from_secs(5)) {
+        tracing::warn!(error = %e, "kafka flush at shutdown");
+    }
+    let _ = client.disconnect().await;
+    // Let the event loop send the last acks and the DISCONNECT, bounded.
+    if tokio::time::timeout(Duration::from_secs(5), mqtt)
+        .await
+        .is_err()
+    {
+        stop_mqtt.cancel();
+    }
+    tracing::info!("ingest stopped");
+    Ok(())
+}
+
+fn load_registry(path: &Path) -> anyhow::Result<Registry> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading registry file {}", path.display()))?;
+    Registry::from_toml(&text).with_context(|| format!("registry file {}", path.display()))
+}
+
+/// Polls the MQTT connection: forwards readings to the pipeline (waiting when it is
+/// full, which is the back-pressure), and reconnects with backoff when the broker goes.
+async fn mqtt_loop(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    tx: mpsc::Sender<Publish>,
+    metrics: IngestMetrics,
+    shutdown: CancellationToken,
+    stop: CancellationToken,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    loop {
+        let event = tokio::select! {
+            event = eventloop.poll() => event,
+            _ = stop.cancelled() => return,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                backoff.reset();
+                tracing::info!(session_present = ack.session_present, "mqtt connected");
+                if let Err(e) = client.try_subscribe(INGEST_SHARED_SUBSCRIPTION, QoS::AtLeastOnce) {
+                    tracing::error!(error = %e, "cannot queue the mqtt subscription");
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                if shutdown.is_cancelled() {
+                    // Not acknowledged: the broker keeps it for this session.
+                    continue;
+                }
+                tokio::select! {
+                    sent = tx.send(publish) => if sent.is_err() { return },
+                    _ = shutdown.cancelled() => {}
+                }
+            }
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+            Ok(_) => {}
+            Err(e) => {
+                metrics.mqtt_disconnects_total.inc();
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "mqtt connection lost");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+struct Pipeline {
+    client: AsyncClient,
+    producer: FleetProducer,
+    registry: Registry,
+    limits: Limits,
+    metrics: IngestMetrics,
+    shutdown: CancellationToken,
+}
+
+impl Pipeline {
+    async fn process(
+        &self,
+        mut rx: mpsc::Receiver<Publish>,
+        max_in_flight: usize,
+        ack_interval: Duration,
+    ) {
+        let mut pending = FuturesOrdered::new();
+        let mut acks = AckBatch::default();
+        let mut tick = tokio::time::interval(ack_interval);
+        let mut stopping = false;
+        let grace = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                biased;
+                Some(handled) = pending.next(), if !pending.is_empty() => {
+                    self.complete(handled, &mut acks).await;
+                }
+                received = rx.recv(), if !stopping && pending.len() < max_in_flight => {
+                    match received {
+                        Some(publish) => {
+                            self.metrics.in_flight.inc();
+                            pending.push_back(self.handle(publish));
+                        }
+                        None => stopping = true,
+                    }
+                }
+                _ = tick.tick() => self.send_acks(&mut acks).await,
+                _ = self.shutdown.cancelled(), if !stopping => {
+                    stopping = true;
+                    grace.as_mut().reset(tokio::time::Instant::now() + SHUTDOWN_GRACE);
+                }
+                _ = &mut grace => {
+                    tracing::warn!(left = pending.len(), "shutdown grace over; unacknowledged readings stay with the broker");
+                    break;
+                }
+            }
+            if stopping && pending.is_empty() {
+                break;
+            }
+        }
+        self.send_acks(&mut acks).await;
+    }
+
+    /// Triage, then write to Kafka, retrying with backoff until it is durable or the
+    /// process is stopping (then the reading stays unacknowledged with the broker).
+    async fn handle(&self, publish: Publish) -> Handled {
+        let outcome = triage(
+            &publish.topic,
+            &publish.payload,
+            &self.registry,
+            Utc::now(),
+            &self.limits,
+        );
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+        loop {
+            let attempt = match &outcome {
+                Ok(accepted) => self
+                    .producer
+                    .send_reading(&accepted.reading)
+                    .await
+                    .map(|_| {
+                        self.metrics.readings_total.inc();
+                        Some((
+                            accepted.gateway_id.clone(),
+                            accepted.reading.pump_id.clone(),
+                            accepted.reading.seq,
+                        ))
+                    }),
+                Err(rejected) => {
+                    let dl = DeadLetter {
+                        key: rejected.gateway_id.clone().unwrap_or_default(),
+                        source_topic: publish.topic.clone(),
+                        reason: rejected.reason.to_owned(),
+                        detail: rejected.detail.clone(),
+                        payload: publish.payload.to_vec(),
+                        payload_bytes: publish.payload.len(),
+                        received_at: fleet_core::json::format_timestamp(&Utc::now()),
+                    };
+                    self.producer.send_dead_letter(&dl).await.map(|_| {
+                        self.metrics
+                            .dead_letters_total
+                            .with_label_values(&[rejected.reason])
+                            .inc();
+                        tracing::warn!(
+                            reason = rejected.reason,
+                            topic = %publish.topic,
+                            detail = %rejected.detail,
+                            "dead-lettered"
+                        );
+                        match (&rejected.gateway_id, &rejected.key) {
+                            (Some(gw), Some((pump, seq))) => Some((gw.clone(), pump.clone(), *seq)),
+                            _ => None,
+                        }
+                    })
+                }
+            };
+            match attempt {
+                Ok(end_to_end) => {
+                    return Handled {
+                        publish,
+                        durable: true,
+                        end_to_end,
+                    };
+                }
+                Err(e) => {
+                    self.metrics.produce_retries_total.inc();
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "kafka write failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.shutdown.cancelled() => {
+                            return Handled { publish, durable: false, end_to_end: None };
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn complete(&self, handled: Handled, acks: &mut AckBatch) {
+        self.metrics.in_flight.dec();
+        if !handled.durable {
+            return;
+        }
+        if let Err(e) = self.client.ack(&handled.publish).await {
+            tracing::warn!(error = %e, "cannot queue mqtt puback; the broker will redeliver");
+        }
+        if let Some((gateway_id, pump_id, seq)) = handled.end_to_end {
+            acks.record(&gateway_id, &pump_id, seq);
+        }
+    }
+
+    async fn send_acks(&self, acks: &mut AckBatch) {
+        for (gateway_id, ack) in acks.take() {
+            let payload = match serde_json::to_vec(&ack) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encode an end-to-end ack");
+                    continue;
+                }
+            };
+            match self
+                .client
+                .publish(acks_topic(&gateway_id), QoS::AtLeastOnce, false, payload)
+                .await
+            {
+                Ok(()) => self.metrics.acks_sent_total.inc(),
+                // The gateway resends unacknowledged readings; the duplicate is harmless.
+                Err(e) => tracing::warn!(error = %e, "cannot queue an end-to-end ack"),
+            }
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! A virtual fleet of implanted intrathecal pumps with injected faults and labelled
+//! ground truth, for the home gateway's simulated pump link, tests and the load
+//! harness.
+//!
+//! Pure and deterministic: no I/O, no async runtime, no wall clock. Time is whatever
+//! the caller passes to [`Fleet::advance_until`]; the same [`FleetSpec`] (seed
+//! included) gives the same readings and the same [`GroundTruth`], bit for bit.
+//!
+//! Modelling decisions worth knowing:
+//!
+//! - `seq` counts interrogations. A gateway that is powered off does not interrogate,
+//!   so a lost outage leaves a gap in time but none in `seq`; a buffered outage keeps
+//!   interrogating and delivers late.
+//! - The reservoir is the pump's estimate from commanded delivery. What is really in
+//!   the reservoir differs only under a catheter occlusion, and shows as the measured
+//!   residual of the next refill.
+//! - The pump's own alarms (`DEVICE_ALARM`: `LOW_RESERVOIR`, `EMPTY_RESERVOIR`, `ERI`,
+//!   `EOS`) carry the exact time the level was crossed.
+
+mod fleet;
+mod plan;
+mod pump;
+mod random;
+mod spec;
+mod truth;
+
+pub use fleet::Fleet;
+pub use pump::{
+    EMPTY_RESERVOIR_ALARM, EOS_BATTERY_PCT, ERI_BATTERY_PCT, GatewayOutage, VirtualPump,
+};
+pub use spec::{
+    DEFAULT_CADENCE, DEFAULT_FIRST_PUMP_NUMBER, FaultKind, FaultMix, FaultShare, FleetSpec,
+    SpecError,
+};
+pub use truth::{Episode, GroundTruth, TruthPump};
