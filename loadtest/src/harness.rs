@@ -220,3 +220,25 @@ pub fn restart_mosquitto() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Waits until a service's `/readyz` on `port` answers 200, bounded.
+pub async fn wait_ready(port: u16, timeout: Duration) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            let _ = stream
+                .write_all(b"GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                .await;
+            let mut response = Vec::new();
+            let _ = stream.read_to_end(&mut response).await;
+            if response.starts_with(b"HTTP/1.0 200") || response.starts_with(b"HTTP/1.1 200") {
+                return Ok(());
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("service on port {port} not ready within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -53,13 +53,15 @@ pub async fn watch_readings(
     let (tx, rx) = watch::channel(Arrivals::default());
     tokio::spawn(async move {
         let mut stream = consumer.stream();
-        let mut arrivals = Arrivals::default();
         while let Some(message) = stream.next().await {
             let Ok(message) = message else { continue };
             if let Ok(reading) = decode_reading(&message) {
-                arrivals.records += 1;
-                arrivals.unique.insert((reading.pump_id, reading.seq));
-                if tx.send(arrivals.clone()).is_err() {
+                // In place: copying the set per record would make counting quadratic.
+                tx.send_modify(|a| {
+                    a.records += 1;
+                    a.unique.insert((reading.pump_id, reading.seq));
+                });
+                if tx.is_closed() {
                     return;
                 }
             }

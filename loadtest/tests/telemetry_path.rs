@@ -56,10 +56,11 @@ impl Run {
         format!("{}.{}", fleet_kafka::topics::DEAD_LETTER, self.suffix)
     }
 
-    fn ingest(&self, registry: &Path, generation: u32) -> Service {
+    /// Starts an ingest replica and waits until it is subscribed.
+    async fn ingest(&self, registry: &Path, generation: u32) -> Service {
         let bin = harness::binary("fleet-ingest").expect("fleet-ingest builds");
         let port = harness::free_port().expect("port");
-        Service::spawn(
+        let service = Service::spawn(
             "fleet-ingest",
             Command::new(bin)
                 .env("FLEET_MQTT_URL", &self.env.mqtt_url)
@@ -70,7 +71,11 @@ impl Run {
                 .args(["--metrics-addr", &format!("127.0.0.1:{port}")]),
             &self.path(&format!("ingest-{generation}.log")),
         )
-        .expect("ingest starts")
+        .expect("ingest starts");
+        harness::wait_ready(port, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.log(&format!("ingest-{generation}.log"))));
+        service
     }
 
     fn gateways(&self, replay: &Path, generation: u32, extra: &[&str]) -> Service {
@@ -133,7 +138,7 @@ async fn every_reading_of_the_smoke_scenario_arrives() {
     let registry = run.path("registry.toml");
     harness::write_registry(&readings, &registry).expect("registry");
 
-    let _ingest = run.ingest(&registry, 0);
+    let _ingest = run.ingest(&registry, 0).await;
     let mut arrivals = kafka_count::watch_readings(&run.env.kafka_brokers, &run.readings_topic())
         .await
         .expect("consumer");
@@ -169,7 +174,7 @@ async fn kill_9_of_ingest_and_gateway_and_a_mosquitto_restart_lose_nothing() {
     let mut arrivals = kafka_count::watch_readings(&run.env.kafka_brokers, &run.readings_topic())
         .await
         .expect("consumer");
-    let mut ingest = run.ingest(&registry, 0);
+    let mut ingest = run.ingest(&registry, 0).await;
     // Paced so the faults land mid-run: one reading per gateway every 2 ms at most.
     let pacing = ["--replay-batch", "1", "--replay-interval", "2ms"];
     let mut gateways = run.gateways(Path::new(SMOKE), 0, &pacing);
@@ -184,7 +189,7 @@ async fn kill_9_of_ingest_and_gateway_and_a_mosquitto_restart_lose_nothing() {
         "kill -9 ingest at {} arrived",
         arrivals.borrow().unique.len()
     );
-    let mut ingest = run.ingest(&registry, 1);
+    let mut ingest = run.ingest(&registry, 1).await;
 
     kafka_count::wait_for(&mut arrivals, Duration::from_secs(120), |a| {
         a.unique.len() >= at(0.4)
@@ -253,7 +258,7 @@ async fn bad_input_is_dead_lettered_with_its_reason_while_good_traffic_flows() {
         .collect();
     let registry = run.path("registry.toml");
     harness::write_registry(&readings, &registry).expect("registry");
-    let _ingest = run.ingest(&registry, 0);
+    let _ingest = run.ingest(&registry, 0).await;
     let mut arrivals = kafka_count::watch_readings(&run.env.kafka_brokers, &run.readings_topic())
         .await
         .expect("consumer");

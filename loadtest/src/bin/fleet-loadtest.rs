@@ -189,6 +189,7 @@ async fn pipeline(
     let ingest_bin = harness::binary("fleet-ingest")?;
     let mut ingests = Vec::new();
     for i in 0..replicas.max(1) {
+        let port = harness::free_port()?;
         ingests.push(Service::spawn(
             "fleet-ingest",
             Command::new(&ingest_bin)
@@ -197,14 +198,11 @@ async fn pipeline(
                 .args(["--registry-file", &registry.display().to_string()])
                 .args(["--client-id", &format!("{run}-ingest-{i}")])
                 .args(["--topic-suffix", &suffix])
-                .args([
-                    "--metrics-addr",
-                    &format!("127.0.0.1:{}", harness::free_port()?),
-                ]),
+                .args(["--metrics-addr", &format!("127.0.0.1:{port}")]),
             &dir.join(format!("ingest-{i}.log")),
         )?);
+        harness::wait_ready(port, Duration::from_secs(60)).await?;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let started = Instant::now();
     let mut gateways = Service::spawn(
         "fleet-gateway",

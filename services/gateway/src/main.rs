@@ -108,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
     let addr = fleet_runtime::serve::serve_metrics(
         cli.metrics_addr,
         metrics.registry.clone(),
+        metrics.readiness.clone(),
         shutdown.clone(),
     )
     .await

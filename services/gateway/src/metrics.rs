@@ -13,6 +13,9 @@ pub struct GatewayMetrics {
     pub reconnects_total: IntCounter,
     pub bad_acks_total: IntCounter,
     pub outbox_depth: IntGauge,
+    /// Ready while at least one of the process's gateways is connected.
+    pub readiness: fleet_runtime::serve::Readiness,
+    pub connected: IntGauge,
 }
 
 impl GatewayMetrics {
@@ -57,7 +60,17 @@ impl GatewayMetrics {
         registry
             .register(Box::new(outbox_depth.clone()))
             .unwrap_or_else(|e| panic!("metric: {e}"));
+        let connected = IntGauge::new(
+            "fleet_gateway_mqtt_connected_gateways",
+            "Gateways of this process connected to the broker",
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        registry
+            .register(Box::new(connected.clone()))
+            .unwrap_or_else(|e| panic!("metric: {e}"));
         GatewayMetrics {
+            readiness: Default::default(),
+            connected,
             registry,
             published_total,
             acked_total,

@@ -99,6 +99,10 @@ pub async fn run<L: PumpLink>(
         tokio::select! {
             event = eventloop.poll(), if reconnect_at.is_none() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    if !connected {
+                        metrics.connected.inc();
+                        metrics.readiness.set(true);
+                    }
                     connected = true;
                     backoff.reset();
                     tracing::info!(gateway_id = %gw, "mqtt connected");
@@ -114,6 +118,8 @@ pub async fn run<L: PumpLink>(
                 Err(e) => {
                     if connected {
                         metrics.reconnects_total.inc();
+                        metrics.connected.dec();
+                        metrics.readiness.set(metrics.connected.get() > 0);
                     }
                     connected = false;
                     let delay = backoff.next_delay();

@@ -16,6 +16,7 @@ use fleet_core::Registry;
 use fleet_core::gateway_protocol::{INGEST_SHARED_SUBSCRIPTION, acks_topic};
 use fleet_kafka::{DeadLetter, FleetProducer, Topics, ensure_topic};
 use fleet_runtime::Backoff;
+use fleet_runtime::serve::Readiness;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS};
@@ -59,9 +60,11 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::R
     }
     let producer = FleetProducer::new(brokers, topics)?;
     let metrics = IngestMetrics::new();
+    let readiness = Readiness::default();
     let metrics_addr = fleet_runtime::serve::serve_metrics(
         config.metrics_addr,
         metrics.registry.clone(),
+        readiness.clone(),
         shutdown.clone(),
     )
     .await
@@ -83,6 +86,7 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::R
         client.clone(),
         tx,
         metrics.clone(),
+        readiness,
         shutdown.clone(),
         stop_mqtt.clone(),
     ));
@@ -138,6 +142,7 @@ async fn mqtt_loop(
     client: AsyncClient,
     tx: mpsc::Sender<Publish>,
     metrics: IngestMetrics,
+    readiness: Readiness,
     shutdown: CancellationToken,
     stop: CancellationToken,
 ) {
@@ -155,6 +160,7 @@ async fn mqtt_loop(
                     tracing::error!(error = %e, "cannot queue the mqtt subscription");
                 }
             }
+            Ok(Event::Incoming(Packet::SubAck(_))) => readiness.set(true),
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 if shutdown.is_cancelled() {
                     // Not acknowledged: the broker keeps it for this session.
@@ -168,6 +174,7 @@ async fn mqtt_loop(
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
             Ok(_) => {}
             Err(e) => {
+                readiness.set(false);
                 metrics.mqtt_disconnects_total.inc();
                 let delay = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "mqtt connection lost");
