@@ -28,9 +28,9 @@ struct Run {
 }
 
 /// These tests share the broker and the scenario's gateway ids: one at a time.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }
 
 impl Run {
@@ -131,7 +131,7 @@ fn report(label: &str, expected: usize, arrivals: &Arrivals) {
 #[ignore = "needs the local stack: scripts/test.sh starts it and runs ignored tests"]
 async fn every_reading_of_the_smoke_scenario_arrives() {
     let _ = NEEDS_STACK;
-    let _serial = serial();
+    let _serial = serial().await;
     let run = Run::new("smoke");
     let readings = harness::load_readings(Path::new(SMOKE)).expect("scenario");
     let expected = harness::unique_keys(&readings);
@@ -163,7 +163,7 @@ async fn every_reading_of_the_smoke_scenario_arrives() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the local stack: scripts/test.sh starts it and runs ignored tests"]
 async fn kill_9_of_ingest_and_gateway_and_a_mosquitto_restart_lose_nothing() {
-    let _serial = serial();
+    let _serial = serial().await;
     let run = Run::new("faults");
     let readings = harness::load_readings(Path::new(SMOKE)).expect("scenario");
     let expected = harness::unique_keys(&readings);
@@ -246,7 +246,7 @@ async fn bad_input_is_dead_lettered_with_its_reason_while_good_traffic_flows() {
     use fleet_core::{json, protobuf};
     use rumqttc::{AsyncClient, Event, Packet, QoS};
 
-    let _serial = serial();
+    let _serial = serial().await;
     let run = Run::new("deadletter");
     let readings = harness::load_readings(Path::new(SMOKE)).expect("scenario");
     // Two gateways' first 50 readings each are the good traffic.

@@ -351,6 +351,42 @@ impl Published {
     }
 }
 
+async fn status_payload(
+    gateway_id: &str,
+    online: bool,
+    outbox: &Arc<Outbox>,
+    last_pump_contact_at: Option<DateTime<Utc>>,
+) -> anyhow::Result<Vec<u8>> {
+    let status = GatewayStatus {
+        gateway_id: gateway_id.to_owned(),
+        online,
+        outbox_depth: blocking(outbox, |o| o.depth()).await?,
+        dropped_total: blocking(outbox, |o| o.dropped_total()).await?,
+        last_pump_contact_at,
+        at: Utc::now(),
+    };
+    Ok(serde_json::to_vec(&status)?)
+}
+
+async fn publish_status(
+    client: &AsyncClient,
+    gateway_id: &str,
+    online: bool,
+    outbox: &Arc<Outbox>,
+    last_pump_contact_at: Option<DateTime<Utc>>,
+) {
+    match status_payload(gateway_id, online, outbox, last_pump_contact_at).await {
+        Ok(payload) => {
+            if let Err(e) =
+                client.try_publish(status_topic(gateway_id), QoS::AtLeastOnce, true, payload)
+            {
+                tracing::warn!(gateway_id, error = %e, "cannot queue the status");
+            }
+        }
+        Err(e) => tracing::warn!(gateway_id, error = %e, "cannot read the outbox for the status"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,41 +435,5 @@ mod tests {
         durable.sort();
         assert_eq!(durable, [key("a", 2), key("a", 4), key("a", 8)]);
         assert!(p.contains(&key("a", 1)) && p.contains(&key("a", 3)));
-    }
-}
-
-async fn status_payload(
-    gateway_id: &str,
-    online: bool,
-    outbox: &Arc<Outbox>,
-    last_pump_contact_at: Option<DateTime<Utc>>,
-) -> anyhow::Result<Vec<u8>> {
-    let status = GatewayStatus {
-        gateway_id: gateway_id.to_owned(),
-        online,
-        outbox_depth: blocking(outbox, |o| o.depth()).await?,
-        dropped_total: blocking(outbox, |o| o.dropped_total()).await?,
-        last_pump_contact_at,
-        at: Utc::now(),
-    };
-    Ok(serde_json::to_vec(&status)?)
-}
-
-async fn publish_status(
-    client: &AsyncClient,
-    gateway_id: &str,
-    online: bool,
-    outbox: &Arc<Outbox>,
-    last_pump_contact_at: Option<DateTime<Utc>>,
-) {
-    match status_payload(gateway_id, online, outbox, last_pump_contact_at).await {
-        Ok(payload) => {
-            if let Err(e) =
-                client.try_publish(status_topic(gateway_id), QoS::AtLeastOnce, true, payload)
-            {
-                tracing::warn!(gateway_id, error = %e, "cannot queue the status");
-            }
-        }
-        Err(e) => tracing::warn!(gateway_id, error = %e, "cannot read the outbox for the status"),
     }
 }

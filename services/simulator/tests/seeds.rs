@@ -8,7 +8,7 @@ use common::{by_pump, naive_alarms, run, spec};
 use fleet_simulator::{FaultKind, FaultMix};
 
 #[test]
-#[ignore = "slow: about a minute in release; cargo test --release -p fleet-simulator -- --ignored"]
+#[ignore = "slow (one to two minutes in a debug build): scripts/test.sh runs it"]
 fn realistic_fleets_stay_consistent_across_seeds_lengths_and_cadences() {
     let mut problems = Vec::new();
     for seed in 1..40u64 {
@@ -58,7 +58,7 @@ fn realistic_fleets_stay_consistent_across_seeds_lengths_and_cadences() {
 }
 
 #[test]
-#[ignore = "slow: about a minute in release; cargo test --release -p fleet-simulator -- --ignored"]
+#[ignore = "slow (one to two minutes in a debug build): scripts/test.sh runs it"]
 fn every_fault_fits_a_60_day_run_on_every_seed() {
     let mut problems = Vec::new();
     for seed in 100..130u64 {
