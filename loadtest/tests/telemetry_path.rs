@@ -96,6 +96,29 @@ impl Run {
         .expect("gateways start")
     }
 
+    /// Waits for the replay to be fully acknowledged and every expected reading to be
+    /// in Kafka; prints the figures and fails naming what is missing.
+    async fn drain_and_count(
+        &self,
+        label: &str,
+        mut gateways: Service,
+        generation: u32,
+        arrivals: &mut tokio::sync::watch::Receiver<Arrivals>,
+        expected: &BTreeSet<(String, u64)>,
+    ) {
+        let status = gateways
+            .wait_exit(Duration::from_secs(600))
+            .expect("replay drains");
+        let log = self.log(&format!("gateway-{generation}.log"));
+        assert!(status.success(), "gateways failed:\n{log}");
+        let seen = kafka_count::wait_for(arrivals, Duration::from_secs(60), |a| {
+            a.unique.len() >= expected.len()
+        })
+        .await;
+        report(label, expected.len(), &seen);
+        assert_all_arrived(expected, &seen);
+    }
+
     fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.path(name)).unwrap_or_default()
     }
@@ -142,22 +165,9 @@ async fn every_reading_of_the_smoke_scenario_arrives() {
     let mut arrivals = kafka_count::watch_readings(&run.env.kafka_brokers, &run.readings_topic())
         .await
         .expect("consumer");
-    let mut gateways = run.gateways(Path::new(SMOKE), 0, &[]);
-    let status = gateways
-        .wait_exit(Duration::from_secs(300))
-        .expect("replay drains");
-    assert!(
-        status.success(),
-        "gateways failed:\n{}",
-        run.log("gateway-0.log")
-    );
-
-    let seen = kafka_count::wait_for(&mut arrivals, Duration::from_secs(60), |a| {
-        a.unique.len() >= expected.len()
-    })
-    .await;
-    report("smoke", expected.len(), &seen);
-    assert_all_arrived(&expected, &seen);
+    let gateways = run.gateways(Path::new(SMOKE), 0, &[]);
+    run.drain_and_count("smoke", gateways, 0, &mut arrivals, &expected)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -203,7 +213,7 @@ async fn kill_9_of_ingest_and_gateway_and_a_mosquitto_restart_lose_nothing() {
     // The same state directory: the outboxes, and the replay from the start (the
     // outbox ignores readings it already holds; acknowledged ones are published again
     // and deduplicated downstream by (pump_id, seq)).
-    let mut gateways = run.gateways(Path::new(SMOKE), 1, &pacing);
+    let gateways = run.gateways(Path::new(SMOKE), 1, &pacing);
 
     kafka_count::wait_for(&mut arrivals, Duration::from_secs(120), |a| {
         a.unique.len() >= at(0.6)
@@ -215,25 +225,13 @@ async fn kill_9_of_ingest_and_gateway_and_a_mosquitto_restart_lose_nothing() {
     );
     harness::restart_mosquitto().expect("mosquitto restarts");
 
-    let status = gateways
-        .wait_exit(Duration::from_secs(600))
-        .expect("replay drains");
-    assert!(
-        status.success(),
-        "gateways failed:\n{}",
-        run.log("gateway-1.log")
-    );
-    let seen = kafka_count::wait_for(&mut arrivals, Duration::from_secs(60), |a| {
-        a.unique.len() >= total
-    })
-    .await;
-    report("faults", total, &seen);
+    run.drain_and_count("faults", gateways, 1, &mut arrivals, &expected)
+        .await;
     assert!(
         ingest.is_running(),
         "ingest survived:\n{}",
         run.log("ingest-1.log")
     );
-    assert_all_arrived(&expected, &seen);
     ingest
         .terminate(Duration::from_secs(15))
         .expect("ingest stops on SIGTERM");

@@ -1,7 +1,8 @@
 //! What the ingest counts. Names follow `fleet_<component>_<what>_<unit>[_total]`; no
 //! label ever names a pump or a gateway (that would be one series per patient).
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use fleet_runtime::metrics::{counter, counter_vec, gauge};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
 
 #[derive(Debug, Clone)]
 pub struct IngestMetrics {
@@ -10,63 +11,58 @@ pub struct IngestMetrics {
     pub dead_letters_total: IntCounterVec,
     pub produce_retries_total: IntCounter,
     pub acks_sent_total: IntCounter,
+    pub acks_dropped_total: IntCounter,
+    pub puback_waits_total: IntCounter,
     pub mqtt_disconnects_total: IntCounter,
     pub in_flight: IntGauge,
 }
 
 impl IngestMetrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
-            registry
-                .register(Box::new(c.clone()))
-                .unwrap_or_else(|e| panic!("metric {name}: {e}"));
-            c
-        };
-        let readings_total = counter(
-            "fleet_ingest_readings_total",
-            "Valid readings durably written to the readings topic",
-        );
-        let produce_retries_total = counter(
-            "fleet_ingest_produce_retries_total",
-            "Kafka writes that failed and were retried",
-        );
-        let acks_sent_total = counter(
-            "fleet_ingest_acks_sent_total",
-            "End-to-end ack messages sent to gateways",
-        );
-        let mqtt_disconnects_total = counter(
-            "fleet_ingest_mqtt_disconnects_total",
-            "MQTT connection losses (each is followed by a reconnect with backoff)",
-        );
-        let dead_letters_total = IntCounterVec::new(
-            Opts::new(
+        let r = Registry::new();
+        IngestMetrics {
+            readings_total: counter(
+                &r,
+                "fleet_ingest_readings_total",
+                "Valid readings durably written to the readings topic",
+            ),
+            dead_letters_total: counter_vec(
+                &r,
                 "fleet_ingest_dead_letters_total",
                 "Payloads written to the dead-letter topic, by reason",
+                &["reason"],
             ),
-            &["reason"],
-        )
-        .unwrap_or_else(|e| panic!("metric: {e}"));
-        registry
-            .register(Box::new(dead_letters_total.clone()))
-            .unwrap_or_else(|e| panic!("metric: {e}"));
-        let in_flight = IntGauge::new(
-            "fleet_ingest_in_flight_readings",
-            "Readings received but not yet durably written",
-        )
-        .unwrap_or_else(|e| panic!("metric: {e}"));
-        registry
-            .register(Box::new(in_flight.clone()))
-            .unwrap_or_else(|e| panic!("metric: {e}"));
-        IngestMetrics {
-            registry,
-            readings_total,
-            dead_letters_total,
-            produce_retries_total,
-            acks_sent_total,
-            mqtt_disconnects_total,
-            in_flight,
+            produce_retries_total: counter(
+                &r,
+                "fleet_ingest_produce_retries_total",
+                "Kafka writes that failed and were retried",
+            ),
+            acks_sent_total: counter(
+                &r,
+                "fleet_ingest_acks_sent_total",
+                "End-to-end ack messages sent to gateways",
+            ),
+            acks_dropped_total: counter(
+                &r,
+                "fleet_ingest_acks_dropped_total",
+                "End-to-end acks dropped for want of room (their readings are resent)",
+            ),
+            puback_waits_total: counter(
+                &r,
+                "fleet_ingest_puback_waits_total",
+                "Times a PUBACK waited for room in the MQTT client's queue",
+            ),
+            mqtt_disconnects_total: counter(
+                &r,
+                "fleet_ingest_mqtt_disconnects_total",
+                "MQTT connection losses (each is followed by a reconnect with backoff)",
+            ),
+            in_flight: gauge(
+                &r,
+                "fleet_ingest_in_flight_readings",
+                "Readings received but not yet durably written",
+            ),
+            registry: r,
         }
     }
 }

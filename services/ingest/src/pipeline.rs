@@ -7,13 +7,14 @@
 //! PUBACKs). The session is clean: a reading this replica had not made durable when it
 //! died is resent by its gateway, which keeps it until an ack names it.
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
 use fleet_core::Registry;
-use fleet_core::gateway_protocol::{INGEST_SHARED_SUBSCRIPTION, acks_topic};
+use fleet_core::gateway_protocol::{EndToEndAck, INGEST_SHARED_SUBSCRIPTION, acks_topic};
 use fleet_kafka::{DeadLetter, FleetProducer, Topics, ensure_topic};
 use fleet_runtime::Backoff;
 use fleet_runtime::serve::Readiness;
@@ -32,6 +33,8 @@ use crate::triage::{Limits, triage};
 /// on purpose: an oversized reading must arrive so it can be dead-lettered; a packet
 /// the client refused would be redelivered by the broker forever.
 const MAX_MQTT_PACKET_BYTES: usize = 16 * 1024 * 1024;
+/// End-to-end acks kept for a later round when the client's queue is full.
+const MAX_UNSENT_ACKS: usize = 10_000;
 /// How long shutdown waits for in-flight readings before leaving them to the broker.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -77,8 +80,15 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::R
         .set_clean_session(true)
         .set_manual_acks(true)
         .set_keep_alive(Duration::from_secs(30))
-        .set_max_packet_size(MAX_MQTT_PACKET_BYTES, MAX_MQTT_PACKET_BYTES);
-    let (client, eventloop) = AsyncClient::new(options, config.max_in_flight.max(16));
+        .set_max_packet_size(MAX_MQTT_PACKET_BYTES, MAX_MQTT_PACKET_BYTES)
+        // Outgoing QoS 1 acks in flight; while this is full the client takes no
+        // requests at all, PUBACKs included.
+        .set_inflight(1000);
+    // Room for a PUBACK for every reading that can be in the pipeline or its queue, and
+    // a round of end-to-end acks: the pipeline never waits on this queue (see
+    // `Pipeline`), so the event loop and the pipeline cannot wait on each other.
+    let requests = config.max_in_flight.max(1) * 2 + 1024;
+    let (client, eventloop) = AsyncClient::new(options, requests);
     let (tx, rx) = mpsc::channel(config.max_in_flight.max(1));
     let stop_mqtt = CancellationToken::new();
     let mqtt = tokio::spawn(mqtt_loop(
@@ -197,6 +207,9 @@ struct Pipeline {
 }
 
 impl Pipeline {
+    /// The loop never awaits the MQTT client's request queue (only `try_*` calls):
+    /// the event loop may be waiting for this loop to take a reading, and if this loop
+    /// waited for the event loop in turn, both would stop.
     async fn process(
         &self,
         mut rx: mpsc::Receiver<Publish>,
@@ -205,6 +218,11 @@ impl Pipeline {
     ) {
         let mut pending = FuturesOrdered::new();
         let mut acks = AckBatch::default();
+        let mut unsent: Vec<(String, EndToEndAck)> = Vec::new();
+        // PUBACKs the client could not queue yet, in arrival order. Never dropped: the
+        // broker stops sending once its in-flight window is full of unacknowledged
+        // messages, which bounds this queue.
+        let mut pubacks: VecDeque<Publish> = VecDeque::new();
         let mut tick = tokio::time::interval(ack_interval);
         let mut stopping = false;
         let grace = tokio::time::sleep(Duration::MAX);
@@ -213,7 +231,7 @@ impl Pipeline {
             tokio::select! {
                 biased;
                 Some(handled) = pending.next(), if !pending.is_empty() => {
-                    self.complete(handled, &mut acks).await;
+                    self.complete(handled, &mut acks, &mut pubacks);
                 }
                 received = rx.recv(), if !stopping && pending.len() < max_in_flight => {
                     match received {
@@ -224,7 +242,10 @@ impl Pipeline {
                         None => stopping = true,
                     }
                 }
-                _ = tick.tick() => self.send_acks(&mut acks).await,
+                _ = tick.tick() => {
+                    self.send_pubacks(&mut pubacks);
+                    self.send_acks(&mut acks, &mut unsent);
+                }
                 _ = self.shutdown.cancelled(), if !stopping => {
                     stopping = true;
                     grace.as_mut().reset(tokio::time::Instant::now() + SHUTDOWN_GRACE);
@@ -238,7 +259,8 @@ impl Pipeline {
                 break;
             }
         }
-        self.send_acks(&mut acks).await;
+        self.send_pubacks(&mut pubacks);
+        self.send_acks(&mut acks, &mut unsent);
     }
 
     /// Triage, then write to Kafka, retrying with backoff until it is durable or the
@@ -317,21 +339,41 @@ impl Pipeline {
         }
     }
 
-    async fn complete(&self, handled: Handled, acks: &mut AckBatch) {
+    fn complete(&self, handled: Handled, acks: &mut AckBatch, pubacks: &mut VecDeque<Publish>) {
         self.metrics.in_flight.dec();
         if !handled.durable {
             return;
         }
-        if let Err(e) = self.client.ack(&handled.publish).await {
-            tracing::warn!(error = %e, "cannot queue mqtt puback; the broker will redeliver");
-        }
         if let Some((gateway_id, pump_id, seq)) = handled.end_to_end {
             acks.record(&gateway_id, &pump_id, seq);
         }
+        pubacks.push_back(handled.publish);
+        self.send_pubacks(pubacks);
     }
 
-    async fn send_acks(&self, acks: &mut AckBatch) {
-        for (gateway_id, ack) in acks.take() {
+    /// Queues waiting PUBACKs, in order, as far as the client has room.
+    fn send_pubacks(&self, pubacks: &mut VecDeque<Publish>) {
+        while let Some(publish) = pubacks.front() {
+            if self.client.try_ack(publish).is_err() {
+                self.metrics.puback_waits_total.inc();
+                return;
+            }
+            pubacks.pop_front();
+        }
+    }
+
+    /// Sends this round's end-to-end acks; any the client cannot queue now wait for the
+    /// next round (bounded: beyond `MAX_UNSENT_ACKS` the oldest are dropped, and their
+    /// gateways resend those readings).
+    fn send_acks(&self, acks: &mut AckBatch, unsent: &mut Vec<(String, EndToEndAck)>) {
+        let mut round = std::mem::take(unsent);
+        round.extend(acks.take());
+        let mut queue_full = false;
+        for (gateway_id, ack) in round {
+            if queue_full {
+                unsent.push((gateway_id, ack));
+                continue;
+            }
             let payload = match serde_json::to_vec(&ack) {
                 Ok(p) => p,
                 Err(e) => {
@@ -341,13 +383,23 @@ impl Pipeline {
             };
             match self
                 .client
-                .publish(acks_topic(&gateway_id), QoS::AtLeastOnce, false, payload)
-                .await
+                .try_publish(acks_topic(&gateway_id), QoS::AtLeastOnce, false, payload)
             {
                 Ok(()) => self.metrics.acks_sent_total.inc(),
-                // The gateway resends unacknowledged readings; the duplicate is harmless.
-                Err(e) => tracing::warn!(error = %e, "cannot queue an end-to-end ack"),
+                Err(_) => {
+                    queue_full = true;
+                    unsent.push((gateway_id, ack));
+                }
             }
+        }
+        if unsent.len() > MAX_UNSENT_ACKS {
+            let excess = unsent.len() - MAX_UNSENT_ACKS;
+            unsent.drain(..excess);
+            self.metrics.acks_dropped_total.inc_by(excess as u64);
+            tracing::warn!(
+                dropped = excess,
+                "end-to-end acks dropped; their gateways will resend"
+            );
         }
     }
 }

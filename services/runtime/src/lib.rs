@@ -6,6 +6,7 @@ use clap::Args;
 
 pub mod backoff;
 pub mod input;
+pub mod metrics;
 pub mod serve;
 pub mod shutdown;
 
