@@ -6,6 +6,7 @@
 //! reading means the same thing at every hop.
 
 pub mod alarm;
+pub mod detect;
 pub mod gateway_protocol;
 pub mod json;
 pub mod protobuf;
