@@ -115,10 +115,10 @@ impl PumpState {
         if !self.missed_refill.is_open() {
             consider(self.snapshot.refill_due_at + config.refill_grace);
         }
-        if !self.low_reservoir.is_open() {
-            if let Some(at) = reservoir::threshold_at(&self.snapshot) {
-                consider(at);
-            }
+        if !self.low_reservoir.is_open()
+            && let Some(at) = reservoir::threshold_at(&self.snapshot)
+        {
+            consider(at);
         }
         next
     }
