@@ -140,6 +140,19 @@ fn assert_all_arrived(expected: &BTreeSet<(String, u64)>, seen: &Arrivals) {
     );
 }
 
+/// Waits (up to two minutes) until `count` unique readings arrived; returns how many.
+async fn arrived_at_least(
+    arrivals: &mut tokio::sync::watch::Receiver<Arrivals>,
+    count: usize,
+) -> usize {
+    kafka_count::wait_for(arrivals, Duration::from_secs(120), |a| {
+        a.unique.len() >= count
+    })
+    .await
+    .unique
+    .len()
+}
+
 fn report(label: &str, expected: usize, arrivals: &Arrivals) {
     eprintln!(
         "{label}: expected {expected} unique readings; arrived {} unique in {} records ({} duplicates); missing {}",
@@ -190,39 +203,21 @@ async fn kill_9_of_ingest_and_gateway_and_a_mosquitto_restart_lose_nothing() {
     let mut gateways = run.gateways(Path::new(SMOKE), 0, &pacing);
     let at = |fraction: f64| (total as f64 * fraction) as usize;
 
-    kafka_count::wait_for(&mut arrivals, Duration::from_secs(120), |a| {
-        a.unique.len() >= at(0.2)
-    })
-    .await;
+    let arrived = arrived_at_least(&mut arrivals, at(0.2)).await;
     ingest.kill9();
-    eprintln!(
-        "kill -9 ingest at {} arrived",
-        arrivals.borrow().unique.len()
-    );
+    eprintln!("kill -9 ingest at {arrived} arrived");
     let mut ingest = run.ingest(&registry, 1).await;
 
-    kafka_count::wait_for(&mut arrivals, Duration::from_secs(120), |a| {
-        a.unique.len() >= at(0.4)
-    })
-    .await;
+    let arrived = arrived_at_least(&mut arrivals, at(0.4)).await;
     gateways.kill9();
-    eprintln!(
-        "kill -9 gateways at {} arrived",
-        arrivals.borrow().unique.len()
-    );
+    eprintln!("kill -9 gateways at {arrived} arrived");
     // The same state directory: the outboxes, and the replay from the start (the
     // outbox ignores readings it already holds; acknowledged ones are published again
     // and deduplicated downstream by (pump_id, seq)).
     let gateways = run.gateways(Path::new(SMOKE), 1, &pacing);
 
-    kafka_count::wait_for(&mut arrivals, Duration::from_secs(120), |a| {
-        a.unique.len() >= at(0.6)
-    })
-    .await;
-    eprintln!(
-        "restarting mosquitto at {} arrived",
-        arrivals.borrow().unique.len()
-    );
+    let arrived = arrived_at_least(&mut arrivals, at(0.6)).await;
+    eprintln!("restarting mosquitto at {arrived} arrived");
     harness::restart_mosquitto().expect("mosquitto restarts");
 
     run.drain_and_count("faults", gateways, 1, &mut arrivals, &expected)
