@@ -18,7 +18,6 @@ const SMOKE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../services/core/tests/data/smoke.readings.jsonl.gz"
 );
-const NEEDS_STACK: &str = "needs the local stack: scripts/test.sh starts it and runs ignored tests";
 
 /// One isolated run: a suffix for topics and client ids, a scratch directory.
 struct Run {
@@ -46,6 +45,22 @@ impl Run {
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// The smoke scenario's readings, and a registry pairing its pumps written for
+    /// this run.
+    fn smoke_scenario(&self) -> (Vec<fleet_core::Reading>, PathBuf) {
+        let readings = harness::load_readings(Path::new(SMOKE)).expect("scenario");
+        let registry = self.path("registry.toml");
+        harness::write_registry(&readings, &registry).expect("registry");
+        (readings, registry)
+    }
+
+    /// Counts what reaches this run's readings topic.
+    async fn watch(&self) -> tokio::sync::watch::Receiver<Arrivals> {
+        kafka_count::watch_readings(&self.env.kafka_brokers, &self.readings_topic())
+            .await
+            .expect("consumer")
     }
 
     fn readings_topic(&self) -> String {
@@ -166,18 +181,13 @@ fn report(label: &str, expected: usize, arrivals: &Arrivals) {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the local stack: scripts/test.sh starts it and runs ignored tests"]
 async fn every_reading_of_the_smoke_scenario_arrives() {
-    let _ = NEEDS_STACK;
     let _serial = serial().await;
     let run = Run::new("smoke");
-    let readings = harness::load_readings(Path::new(SMOKE)).expect("scenario");
+    let (readings, registry) = run.smoke_scenario();
     let expected = harness::unique_keys(&readings);
-    let registry = run.path("registry.toml");
-    harness::write_registry(&readings, &registry).expect("registry");
 
     let _ingest = run.ingest(&registry, 0).await;
-    let mut arrivals = kafka_count::watch_readings(&run.env.kafka_brokers, &run.readings_topic())
-        .await
-        .expect("consumer");
+    let mut arrivals = run.watch().await;
     let gateways = run.gateways(Path::new(SMOKE), 0, &[]);
     run.drain_and_count("smoke", gateways, 0, &mut arrivals, &expected)
         .await;
@@ -188,15 +198,11 @@ async fn every_reading_of_the_smoke_scenario_arrives() {
 async fn kill_9_of_ingest_and_gateway_and_a_mosquitto_restart_lose_nothing() {
     let _serial = serial().await;
     let run = Run::new("faults");
-    let readings = harness::load_readings(Path::new(SMOKE)).expect("scenario");
+    let (readings, registry) = run.smoke_scenario();
     let expected = harness::unique_keys(&readings);
     let total = expected.len();
-    let registry = run.path("registry.toml");
-    harness::write_registry(&readings, &registry).expect("registry");
 
-    let mut arrivals = kafka_count::watch_readings(&run.env.kafka_brokers, &run.readings_topic())
-        .await
-        .expect("consumer");
+    let mut arrivals = run.watch().await;
     let mut ingest = run.ingest(&registry, 0).await;
     // Paced so the faults land mid-run: one reading per gateway every 2 ms at most.
     let pacing = ["--replay-batch", "1", "--replay-interval", "2ms"];
@@ -241,7 +247,7 @@ async fn bad_input_is_dead_lettered_with_its_reason_while_good_traffic_flows() {
 
     let _serial = serial().await;
     let run = Run::new("deadletter");
-    let readings = harness::load_readings(Path::new(SMOKE)).expect("scenario");
+    let (readings, registry) = run.smoke_scenario();
     // Two gateways' first 50 readings each are the good traffic.
     let good: Vec<_> = readings
         .iter()
@@ -249,12 +255,8 @@ async fn bad_input_is_dead_lettered_with_its_reason_while_good_traffic_flows() {
         .take(100)
         .cloned()
         .collect();
-    let registry = run.path("registry.toml");
-    harness::write_registry(&readings, &registry).expect("registry");
     let _ingest = run.ingest(&registry, 0).await;
-    let mut arrivals = kafka_count::watch_readings(&run.env.kafka_brokers, &run.readings_topic())
-        .await
-        .expect("consumer");
+    let mut arrivals = run.watch().await;
 
     let mut options =
         fleet_runtime::mqtt_options(&run.env.mqtt_url, &format!("bad-publisher-{}", run.suffix))
