@@ -82,10 +82,22 @@ impl Detector {
             return out;
         }
         pump.evaluate(reading, clock, &self.config, &mut out);
-        if let Some(at) = pump.next_deadline(&self.config) {
-            self.deadlines.push(Reverse((at, index)));
-        }
+        self.schedule(index, clock);
         out
+    }
+
+    /// Keeps one live deadline per pump: a new one is pushed only when it is earlier
+    /// than the one already scheduled (a later one is found when that one fires), so
+    /// the heap stays about as large as the fleet.
+    fn schedule(&mut self, index: usize, now: DateTime<Utc>) {
+        let pump = &mut self.pumps[index];
+        let Some(next) = pump.next_deadline(now, &self.config) else {
+            return;
+        };
+        if pump.scheduled.is_none_or(|s| next < s) {
+            pump.scheduled = Some(next);
+            self.deadlines.push(Reverse((next, index)));
+        }
     }
 
     /// Moves the clock forward (streaming: wall time when the fleet is silent), firing
@@ -101,14 +113,13 @@ impl Detector {
             }
             self.deadlines.pop();
             let pump = &mut self.pumps[index];
-            // Deadlines are not removed when a pump's state moves them; a stale one
-            // simply re-checks the pump, which is idempotent.
-            pump.on_clock(at, &self.config, out);
-            if let Some(next) = pump.next_deadline(&self.config)
-                && next > at
-            {
-                self.deadlines.push(Reverse((next, index)));
+            if pump.scheduled != Some(at) {
+                // Superseded by an earlier deadline that already fired.
+                continue;
             }
+            pump.scheduled = None;
+            pump.on_clock(now, &self.config, out);
+            self.schedule(index, now);
         }
     }
 }

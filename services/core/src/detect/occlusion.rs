@@ -14,12 +14,14 @@ use super::episode::{Episode, Finding, evidence, round2};
 use crate::alarm::{AlarmEvent, AlarmKind, AlarmPriority};
 use crate::reading::{Bolus, BolusSource, Drug, MotorStall, Mri, Reading, Refill};
 
-/// Pressure history kept (the baseline window ends this far back).
-const HISTORY_DAYS: i64 = 8;
+/// Pressure history kept, in seconds (the baseline window ends this far back).
+const HISTORY_S: i64 = 8 * 86_400;
 const MAX_SAMPLES: usize = 1_024;
-const RECENT: Duration = Duration::hours(6);
-const BASELINE_FROM: Duration = Duration::days(7);
-const BASELINE_TO: Duration = Duration::days(2);
+const RECENT_S: i64 = 6 * 3_600;
+const BASELINE_FROM_S: i64 = 7 * 86_400;
+const BASELINE_TO_S: i64 = 2 * 86_400;
+/// The baseline moves slowly: its median is recomputed once per hour of event time.
+const BASELINE_REFRESH_S: i64 = 3_600;
 /// Readings this soon after a clinician bolus are left out (the pressure spike decays).
 const BOLUS_SETTLE: Duration = Duration::hours(4);
 /// Consecutive evaluations above the threshold before raising.
@@ -28,7 +30,10 @@ const CONFIRMATIONS: u32 = 2;
 #[derive(Debug, Default)]
 pub(super) struct OcclusionRule {
     episode: Episode,
-    pressure: VecDeque<(DateTime<Utc>, f64)>,
+    /// `(unix seconds, kPa)`: integer time keeps the per-reading work cheap.
+    pressure: VecDeque<(i64, f64)>,
+    baseline: Option<(i64, Option<f64>)>,
+    scratch: Vec<f64>,
     above: u32,
     last_clinician_bolus: Option<DateTime<Utc>>,
     last_mri_end: Option<DateTime<Utc>>,
@@ -90,10 +95,10 @@ impl OcclusionRule {
     /// Rise of the recent pressure median over the baseline median, when both exist.
     fn pressure_rise(&mut self, r: &Reading) -> Option<(f64, f64)> {
         let kpa = r.catheter_pressure_kpa?;
-        let now = r.measured_at;
+        let now = r.measured_at.timestamp();
         let settling = self
             .last_clinician_bolus
-            .is_some_and(|b| now >= b && now - b < BOLUS_SETTLE);
+            .is_some_and(|b| r.measured_at >= b && r.measured_at - b < BOLUS_SETTLE);
         if !settling {
             self.pressure.push_back((now, kpa));
         }
@@ -101,28 +106,42 @@ impl OcclusionRule {
             || self
                 .pressure
                 .front()
-                .is_some_and(|(t, _)| now - *t > Duration::days(HISTORY_DAYS))
+                .is_some_and(|(t, _)| now - t > HISTORY_S)
         {
             self.pressure.pop_front();
         }
-        let mut recent: Vec<f64> = self
-            .pressure
-            .iter()
-            .rev()
-            .take_while(|(t, _)| now - *t <= RECENT)
-            .map(|p| p.1)
-            .collect();
-        let mut baseline: Vec<f64> = self
-            .pressure
-            .iter()
-            .filter(|(t, _)| now - *t >= BASELINE_TO && now - *t <= BASELINE_FROM)
-            .map(|p| p.1)
-            .collect();
-        if recent.len() < 2 || baseline.len() < 12 {
+        let hour = now.div_euclid(BASELINE_REFRESH_S);
+        let base = match self.baseline {
+            Some((h, base)) if h == hour => base,
+            _ => {
+                self.scratch.clear();
+                self.scratch.extend(
+                    self.pressure
+                        .iter()
+                        .filter(|(t, _)| (BASELINE_TO_S..=BASELINE_FROM_S).contains(&(now - t)))
+                        .map(|p| p.1),
+                );
+                let base = if self.scratch.len() < 12 {
+                    None
+                } else {
+                    median(&mut self.scratch)
+                };
+                self.baseline = Some((hour, base));
+                base
+            }
+        }?;
+        self.scratch.clear();
+        self.scratch.extend(
+            self.pressure
+                .iter()
+                .rev()
+                .take_while(|(t, _)| now - t <= RECENT_S)
+                .map(|p| p.1),
+        );
+        if self.scratch.len() < 2 {
             return None;
         }
-        let base = median(&mut baseline)?;
-        Some((median(&mut recent)? - base, base))
+        Some((median(&mut self.scratch)? - base, base))
     }
 
     pub fn evaluate(

@@ -34,6 +34,8 @@ pub(super) struct PumpState {
     pub missed_refill: Episode,
     pub battery: BatteryRule,
     pub occlusion: OcclusionRule,
+    /// The deadline this pump has in the detector's heap, if any.
+    pub scheduled: Option<DateTime<Utc>>,
 }
 
 impl PumpState {
@@ -49,6 +51,7 @@ impl PumpState {
             missed_refill: Episode::default(),
             battery: BatteryRule::default(),
             occlusion: OcclusionRule::default(),
+            scheduled: None,
         }
     }
 
@@ -105,10 +108,18 @@ impl PumpState {
         reservoir::evaluate(self, now, config, out);
     }
 
-    /// The next moment this pump's alarms may change without a reading.
-    pub fn next_deadline(&self, config: &DetectorConfig) -> Option<DateTime<Utc>> {
+    /// The next moment after `now` this pump's alarms may change without a reading.
+    pub fn next_deadline(
+        &self,
+        now: DateTime<Utc>,
+        config: &DetectorConfig,
+    ) -> Option<DateTime<Utc>> {
         let mut next: Option<DateTime<Utc>> = None;
-        let mut consider = |t: DateTime<Utc>| next = Some(next.map_or(t, |n| n.min(t)));
+        let mut consider = |t: DateTime<Utc>| {
+            if t > now {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
         if !self.telemetry.is_open() {
             consider(self.last_arrival + config.telemetry_lost_after);
         }
