@@ -2,6 +2,8 @@
 //! detector over a file of readings, in file order, with the fleet watermark as its
 //! clock; its output is deterministic.
 
+pub mod baseline;
+
 use std::io::{BufRead, Write};
 use std::path::Path;
 
@@ -20,10 +22,24 @@ pub struct ReplaySummary {
 /// `output`. Invalid lines are reported on stderr with their line number and skipped.
 pub fn replay(
     input: impl BufRead,
-    mut output: impl Write,
+    output: impl Write,
     config: DetectorConfig,
 ) -> anyhow::Result<ReplaySummary> {
     let mut detector = Detector::new(config);
+    replay_with(input, output, |r| detector.observe(r))
+}
+
+/// Replays with the device-alarm relay instead of the detector (the baseline).
+pub fn replay_baseline(input: impl BufRead, output: impl Write) -> anyhow::Result<ReplaySummary> {
+    let mut relay = baseline::DeviceAlarmRelay::default();
+    replay_with(input, output, |r| relay.observe(r))
+}
+
+fn replay_with(
+    input: impl BufRead,
+    mut output: impl Write,
+    mut observe: impl FnMut(&fleet_core::Reading) -> Vec<fleet_core::AlarmEvent>,
+) -> anyhow::Result<ReplaySummary> {
     let mut summary = ReplaySummary::default();
     for (n, line) in input.lines().enumerate() {
         let line = line.with_context(|| format!("reading line {}", n + 1))?;
@@ -39,7 +55,7 @@ pub fn replay(
             }
         };
         summary.readings += 1;
-        for event in detector.observe(&reading) {
+        for event in observe(&reading) {
             serde_json::to_writer(&mut output, &event)?;
             output.write_all(b"\n")?;
             summary.alarm_events += 1;
@@ -49,19 +65,25 @@ pub fn replay(
     Ok(summary)
 }
 
-/// `replay` between files (`-` is stdin or stdout; gzip input is read transparently).
+/// `replay` between files (`-` is stdin or stdout; gzip input is read transparently);
+/// with `baseline`, the device-alarm relay instead of the detector.
 pub fn replay_files(
     input: &Path,
     output: &Path,
     config: DetectorConfig,
+    baseline: bool,
 ) -> anyhow::Result<ReplaySummary> {
     let reader = fleet_runtime::input::open(input)?;
-    if output == Path::new("-") {
-        let stdout = std::io::stdout().lock();
-        replay(reader, std::io::BufWriter::new(stdout), config)
+    let writer: Box<dyn Write> = if output == Path::new("-") {
+        Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
     } else {
         let file = std::fs::File::create(output)
             .with_context(|| format!("creating {}", output.display()))?;
-        replay(reader, std::io::BufWriter::new(file), config)
+        Box::new(std::io::BufWriter::new(file))
+    };
+    if baseline {
+        replay_baseline(reader, writer)
+    } else {
+        replay(reader, writer, config)
     }
 }

@@ -28,14 +28,22 @@ enum Command {
         /// Where to write alarm events; `-` for stdout.
         #[arg(long)]
         output: PathBuf,
+        /// Relay only the pump's own alarms (the status quo), to compare against.
+        #[arg(long)]
+        baseline: bool,
     },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Replay { input, output } => {
-            let summary = fleet_detector::replay_files(&input, &output, DetectorConfig::default())?;
+        Command::Replay {
+            input,
+            output,
+            baseline,
+        } => {
+            let summary =
+                fleet_detector::replay_files(&input, &output, DetectorConfig::default(), baseline)?;
             eprintln!(
                 "fleet-detector: {} readings, {} invalid lines, {} alarm events",
                 summary.readings, summary.invalid_lines, summary.alarm_events

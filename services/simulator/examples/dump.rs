@@ -2,6 +2,7 @@
 //! stdout and the truth file to the path given.
 //!
 //! usage: cargo run -p fleet-simulator --example dump -- SEED PUMPS DAYS TRUTH.json [FAULT]
+//! `DUMP_CADENCE_MIN` sets the interrogation cadence in minutes (default 60).
 
 use std::io::Write;
 
@@ -25,6 +26,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .find(|k| k.name() == name)
             .ok_or("unknown fault")?;
         spec = spec.with_faults(FaultMix::only(kind));
+    }
+    if let Ok(minutes) = std::env::var("DUMP_CADENCE_MIN") {
+        spec = spec.with_cadence(Duration::minutes(minutes.parse()?));
     }
     let mut fleet = Fleet::try_new(spec)?;
     let stdout = std::io::stdout();
