@@ -93,6 +93,36 @@ pub struct Reading {
 }
 
 impl Reading {
+    /// A healthy, valid reading of a sensor pump (ITP-40, baclofen, 30 of 40 mL at
+    /// 0.5 mL/day, refill due in 40 days), for tests and examples to adjust.
+    pub fn example(pump_id: &str, seq: u64, measured_at: DateTime<Utc>) -> Reading {
+        Reading {
+            pump_id: pump_id.to_owned(),
+            gateway_id: format!("gw-{pump_id}"),
+            seq,
+            measured_at,
+            model: "ITP-40".into(),
+            firmware: "4.2.1".into(),
+            drug: "BACLOFEN".into(),
+            concentration_mg_per_ml: 2.0,
+            reservoir_ml: 30.0,
+            reservoir_capacity_ml: 40.0,
+            low_reservoir_threshold_ml: 2.0,
+            programmed_rate_ml_per_day: 0.5,
+            delivered_total_ml: 100.0,
+            battery_v: 3.1,
+            battery_pct: 60.0,
+            eri: false,
+            eos: false,
+            temperature_c: 37.0,
+            refill_due_at: measured_at + chrono::Duration::days(40),
+            motor_stall_count: 0,
+            catheter_pressure_kpa: Some(12.0),
+            motor_current_ma: Some(1.5),
+            events: vec![],
+        }
+    }
+
     pub fn pump_model(&self) -> PumpModel {
         PumpModel::from_name(&self.model)
     }

@@ -9,33 +9,11 @@ fn t0() -> DateTime<Utc> {
     DateTime::from_timestamp(1_767_225_600, 0).expect("valid") // 2026-01-01
 }
 
-/// A healthy sensor pump: 30 mL of 40 at 0.5 mL/day, refill due in 40 days.
+/// A healthy sensor pump whose refill is due on day 40.
 fn reading(pump: &str, seq: u64, at: DateTime<Utc>) -> Reading {
-    Reading {
-        pump_id: pump.into(),
-        gateway_id: format!("gw-{pump}"),
-        seq,
-        measured_at: at,
-        model: "ITP-40".into(),
-        firmware: "1".into(),
-        drug: "BACLOFEN".into(),
-        concentration_mg_per_ml: 2.0,
-        reservoir_ml: 30.0,
-        reservoir_capacity_ml: 40.0,
-        low_reservoir_threshold_ml: 2.0,
-        programmed_rate_ml_per_day: 0.5,
-        delivered_total_ml: 100.0,
-        battery_v: 3.1,
-        battery_pct: 60.0,
-        eri: false,
-        eos: false,
-        temperature_c: 37.0,
-        refill_due_at: t0() + Duration::days(40),
-        motor_stall_count: 0,
-        catheter_pressure_kpa: Some(12.0),
-        motor_current_ma: Some(1.5),
-        events: vec![],
-    }
+    let mut r = Reading::example(pump, seq, at);
+    r.refill_due_at = t0() + Duration::days(40);
+    r
 }
 
 /// Feeds hourly readings of one pump from `from` for `hours`, shaped by `shape`.

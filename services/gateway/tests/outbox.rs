@@ -7,35 +7,12 @@ use fleet_gateway::outbox::Outbox;
 
 fn reading(pump: &str, seq: u64, with_event: bool) -> Reading {
     let at = DateTime::<Utc>::from_timestamp(1_767_225_600 + seq as i64 * 3600, 0).expect("valid");
-    Reading {
-        pump_id: pump.into(),
-        gateway_id: "gw-1".into(),
-        seq,
-        measured_at: at,
-        model: "ITV-20".into(),
-        firmware: "1".into(),
-        drug: "BACLOFEN".into(),
-        concentration_mg_per_ml: 2.0,
-        reservoir_ml: 10.0,
-        reservoir_capacity_ml: 20.0,
-        low_reservoir_threshold_ml: 2.0,
-        programmed_rate_ml_per_day: 0.5,
-        delivered_total_ml: 1.0,
-        battery_v: 3.0,
-        battery_pct: 50.0,
-        eri: false,
-        eos: false,
-        temperature_c: 37.0,
-        refill_due_at: at,
-        motor_stall_count: 0,
-        catheter_pressure_kpa: None,
-        motor_current_ma: None,
-        events: if with_event {
-            vec![PumpEvent::LowBatteryReset(LowBatteryReset { at })]
-        } else {
-            vec![]
-        },
+    let mut r = Reading::example(pump, seq, at);
+    if with_event {
+        r.events
+            .push(PumpEvent::LowBatteryReset(LowBatteryReset { at }));
     }
+    r
 }
 
 fn keys(outbox: &Outbox) -> Vec<(String, u64)> {

@@ -18,31 +18,13 @@ const PARTITIONS: i32 = 3;
 
 fn reading(pump: usize, seq: u64) -> Reading {
     let t0 = DateTime::<Utc>::from_timestamp(1_767_225_600, 0).expect("valid");
-    Reading {
-        pump_id: format!("ITP40-{pump:06}"),
-        gateway_id: format!("gw-{pump:06}"),
+    let mut r = Reading::example(
+        &format!("ITP40-{pump:06}"),
         seq,
-        measured_at: t0 + chrono::Duration::hours(seq as i64),
-        model: "ITP-40".into(),
-        firmware: "4.2.1".into(),
-        drug: "BACLOFEN".into(),
-        concentration_mg_per_ml: 2.0,
-        reservoir_ml: 30.0 - seq as f64 * 0.03,
-        reservoir_capacity_ml: 40.0,
-        low_reservoir_threshold_ml: 2.0,
-        programmed_rate_ml_per_day: 0.8,
-        delivered_total_ml: 100.0,
-        battery_v: 3.1,
-        battery_pct: 60.0,
-        eri: false,
-        eos: false,
-        temperature_c: 37.0,
-        refill_due_at: t0 + chrono::Duration::days(30),
-        motor_stall_count: 0,
-        catheter_pressure_kpa: Some(12.0),
-        motor_current_ma: Some(3.0),
-        events: vec![],
-    }
+        t0 + chrono::Duration::hours(seq as i64),
+    );
+    r.reservoir_ml = 30.0 - seq as f64 * 0.03;
+    r
 }
 
 /// Produces every pump's readings, consumes them back, and checks that each arrives
