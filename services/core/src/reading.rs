@@ -352,7 +352,7 @@ impl PumpModel {
 }
 
 /// The drug in the reservoir, as far as alarm priority cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Drug {
     Morphine,
     Hydromorphone,

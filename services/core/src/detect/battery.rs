@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use super::config::DetectorConfig;
 use super::episode::{Episode, Finding, evidence, round2};
@@ -17,7 +18,7 @@ const MAX_SAMPLES_PER_DAY: usize = 192;
 const RESET_WINDOW_DAYS: i64 = 7;
 const RESETS_TO_ALARM: usize = 2;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct BatteryRule {
     episode: Episode,
     /// Daily medians: (day number, pct), oldest first, bounded by the trend window.

@@ -5,17 +5,18 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::alarm::{AlarmEvent, AlarmKind, AlarmPriority, AlarmState, Evidence};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Open {
     alarm_id: String,
     revision: u32,
     priority: AlarmPriority,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(super) struct Episode {
     open: Option<Open>,
 }

@@ -20,10 +20,10 @@ use std::collections::{BinaryHeap, HashMap};
 use chrono::{DateTime, Utc};
 
 pub use config::DetectorConfig;
+pub use pump_state::PumpState;
 
 use crate::alarm::AlarmEvent;
 use crate::reading::Reading;
-use pump_state::PumpState;
 
 /// A deadline at which a pump's condition may change with no reading arriving: silence
 /// (telemetry lost) or an appointment passing (missed refill, overdue projection).
@@ -55,6 +55,38 @@ impl Detector {
         self.clock
     }
 
+    /// Rebuilds a detector from a checkpoint: its clock and its pumps' states in the
+    /// order [`Detector::for_each_changed`] numbered them. Deadlines are rebuilt from
+    /// the pumps, so the restored detector behaves exactly as the saved one would have.
+    pub fn restore(
+        config: DetectorConfig,
+        clock: Option<DateTime<Utc>>,
+        pumps: impl IntoIterator<Item = PumpState>,
+    ) -> Self {
+        let mut detector = Detector::new(config);
+        detector.clock = clock;
+        for (index, pump) in pumps.into_iter().enumerate() {
+            if let Some(at) = pump.scheduled {
+                detector.deadlines.push(Reverse((at, index)));
+            }
+            detector.index.insert(pump.pump_id.clone(), index);
+            detector.pumps.push(pump);
+        }
+        detector
+    }
+
+    /// Visits every pump whose state changed since the last visit, with its ordinal
+    /// (first-seen order, which keeps the order of simultaneous deadlines stable across
+    /// a restore), and marks it saved.
+    pub fn for_each_changed(&mut self, mut visit: impl FnMut(usize, &PumpState)) {
+        for (ordinal, pump) in self.pumps.iter_mut().enumerate() {
+            if pump.changed {
+                visit(ordinal, pump);
+                pump.changed = false;
+            }
+        }
+    }
+
     /// Pumps with state (bounded per pump: windows are capped in size).
     pub fn pump_count(&self) -> usize {
         self.pumps.len()
@@ -82,6 +114,7 @@ impl Detector {
             return out;
         }
         pump.evaluate(reading, clock, &self.config, &mut out);
+        pump.changed = true;
         self.schedule(index, clock);
         out
     }
@@ -118,6 +151,7 @@ impl Detector {
                 continue;
             }
             pump.scheduled = None;
+            pump.changed = true;
             pump.on_clock(now, &self.config, out);
             self.schedule(index, now);
         }

@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 
 use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
 
 use super::battery::median;
 use super::config::DetectorConfig;
@@ -27,12 +28,14 @@ const BOLUS_SETTLE: Duration = Duration::hours(4);
 /// Consecutive evaluations above the threshold before raising.
 const CONFIRMATIONS: u32 = 2;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct OcclusionRule {
     episode: Episode,
     /// `(unix seconds, kPa)`: integer time keeps the per-reading work cheap.
     pressure: VecDeque<(i64, f64)>,
     baseline: Option<(i64, Option<f64>)>,
+    /// Reused buffer for medians, not state.
+    #[serde(skip)]
     scratch: Vec<f64>,
     above: u32,
     last_clinician_bolus: Option<DateTime<Utc>>,

@@ -2,6 +2,7 @@
 //! is applied to the rules.
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use super::battery::BatteryRule;
 use super::config::DetectorConfig;
@@ -12,7 +13,7 @@ use crate::alarm::AlarmEvent;
 use crate::reading::{Drug, PumpEvent, Reading};
 
 /// The latest values the reservoir rules need.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Snapshot {
     pub measured_at: DateTime<Utc>,
     pub reservoir_ml: f64,
@@ -21,25 +22,29 @@ pub(super) struct Snapshot {
     pub refill_due_at: DateTime<Utc>,
 }
 
-#[derive(Debug)]
-pub(super) struct PumpState {
-    pub pump_id: String,
-    pub drug: Drug,
+/// Serializable, so the streaming detector can checkpoint it next to its offsets.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PumpState {
+    pub(super) pump_id: String,
+    pub(super) drug: Drug,
     high_seq: Option<u64>,
-    pub snapshot: Snapshot,
+    pub(super) snapshot: Snapshot,
     /// The detector's clock when the pump's latest reading arrived.
-    pub last_arrival: DateTime<Utc>,
-    pub telemetry: Episode,
-    pub low_reservoir: Episode,
-    pub missed_refill: Episode,
-    pub battery: BatteryRule,
-    pub occlusion: OcclusionRule,
+    pub(super) last_arrival: DateTime<Utc>,
+    pub(super) telemetry: Episode,
+    pub(super) low_reservoir: Episode,
+    pub(super) missed_refill: Episode,
+    pub(super) battery: BatteryRule,
+    pub(super) occlusion: OcclusionRule,
     /// The deadline this pump has in the detector's heap, if any.
-    pub scheduled: Option<DateTime<Utc>>,
+    pub(super) scheduled: Option<DateTime<Utc>>,
+    /// Changed since the last checkpoint (not itself checkpointed).
+    #[serde(skip)]
+    pub(super) changed: bool,
 }
 
 impl PumpState {
-    pub fn new(r: &Reading) -> Self {
+    pub(super) fn new(r: &Reading) -> Self {
         PumpState {
             pump_id: r.pump_id.clone(),
             drug: r.drug_kind(),
@@ -52,11 +57,16 @@ impl PumpState {
             battery: BatteryRule::default(),
             occlusion: OcclusionRule::default(),
             scheduled: None,
+            changed: false,
         }
     }
 
+    pub fn pump_id(&self) -> &str {
+        &self.pump_id
+    }
+
     /// False for a duplicate or stale reading (seq at or below the high-water mark).
-    pub fn accept(&mut self, r: &Reading) -> bool {
+    pub(super) fn accept(&mut self, r: &Reading) -> bool {
         if self.high_seq.is_some_and(|h| r.seq <= h) {
             return false;
         }
@@ -64,7 +74,7 @@ impl PumpState {
         true
     }
 
-    pub fn evaluate(
+    pub(super) fn evaluate(
         &mut self,
         r: &Reading,
         clock: DateTime<Utc>,
@@ -98,7 +108,7 @@ impl PumpState {
     }
 
     /// The clock passed one of this pump's deadlines.
-    pub fn on_clock(
+    pub(super) fn on_clock(
         &mut self,
         now: DateTime<Utc>,
         config: &DetectorConfig,
@@ -109,7 +119,7 @@ impl PumpState {
     }
 
     /// The next moment after `now` this pump's alarms may change without a reading.
-    pub fn next_deadline(
+    pub(super) fn next_deadline(
         &self,
         now: DateTime<Utc>,
         config: &DetectorConfig,
