@@ -221,24 +221,41 @@ pub fn restart_mosquitto() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One plain HTTP/1.0 GET against a service's side door on loopback; the raw
+/// response (status line, headers, body), or `None` if nothing answered.
+async fn http_get(port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.ok()?;
+    Some(String::from_utf8_lossy(&response).into_owned())
+}
+
 /// Waits until a service's `/readyz` on `port` answers 200, bounded.
 pub async fn wait_ready(port: u16, timeout: Duration) -> anyhow::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-            let _ = stream
-                .write_all(b"GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-                .await;
-            let mut response = Vec::new();
-            let _ = stream.read_to_end(&mut response).await;
-            if response.starts_with(b"HTTP/1.0 200") || response.starts_with(b"HTTP/1.1 200") {
-                return Ok(());
-            }
+        if let Some(response) = http_get(port, "/readyz").await
+            && (response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"))
+        {
+            return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
             bail!("service on port {port} not ready within {timeout:?}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The value of an unlabelled counter or gauge from a service's `/metrics`.
+pub async fn metric(port: u16, name: &str) -> Option<f64> {
+    let response = http_get(port, "/metrics").await?;
+    response.lines().find_map(|line| {
+        let (series, value) = line.split_once(' ')?;
+        (series == name).then(|| value.trim().parse().ok())?
+    })
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use fleet_kafka::{DeadLetter, consumer_config, decode_reading};
 use futures_util::StreamExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
@@ -80,6 +81,30 @@ pub async fn wait_for(
     rx.borrow().clone()
 }
 
+/// Reads `topic` from the beginning until `expected` records arrived, or nothing new
+/// came for `quiet` (use `usize::MAX` to read until quiet), or `timeout` passed.
+pub async fn read_records(
+    brokers: &str,
+    topic: &str,
+    expected: usize,
+    quiet: Duration,
+    timeout: Duration,
+) -> anyhow::Result<Vec<OwnedMessage>> {
+    let consumer = read_all(brokers, topic).await?;
+    let mut stream = consumer.stream();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while out.len() < expected {
+        let wait = (tokio::time::Instant::now() + quiet).min(deadline);
+        match tokio::time::timeout_at(wait, stream.next()).await {
+            Ok(Some(Ok(message))) => out.push(message.detach()),
+            Ok(Some(Err(_))) => continue,
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Ok(out)
+}
+
 /// Reads dead letters from the beginning until `expected` arrived or `timeout`.
 pub async fn read_dead_letters(
     brokers: &str,
@@ -87,18 +112,8 @@ pub async fn read_dead_letters(
     expected: usize,
     timeout: Duration,
 ) -> anyhow::Result<Vec<DeadLetter>> {
-    let consumer = read_all(brokers, topic).await?;
-    let mut stream = consumer.stream();
-    let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + timeout;
-    while out.len() < expected {
-        match tokio::time::timeout_at(deadline, stream.next()).await {
-            Ok(Some(Ok(message))) => out.push(DeadLetter::from_message(&message)),
-            Ok(Some(Err(_))) => continue,
-            Ok(None) | Err(_) => break,
-        }
-    }
-    Ok(out)
+    let records = read_records(brokers, topic, expected, timeout, timeout).await?;
+    Ok(records.iter().map(DeadLetter::from_message).collect())
 }
 
 /// How many records there are per reason.
@@ -108,4 +123,18 @@ pub fn by_reason(letters: &[DeadLetter]) -> BTreeMap<String, usize> {
         *counts.entry(dl.reason.clone()).or_insert(0) += 1;
     }
     counts
+}
+
+/// The end of each partition of `topic` (the offset the next record will get).
+pub fn high_watermarks(brokers: &str, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let consumer: rdkafka::consumer::BaseConsumer =
+        consumer_config(brokers, &format!("harness-{}", std::process::id())).create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut ends = BTreeMap::new();
+    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        let (_, high) =
+            consumer.fetch_watermarks(topic, partition.id(), Duration::from_secs(10))?;
+        ends.insert(partition.id(), high);
+    }
+    Ok(ends)
 }

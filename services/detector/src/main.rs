@@ -1,20 +1,25 @@
-//! `fleet-detector`: `replay` (offline, deterministic) today; the streaming consumer
-//! comes with the rest of step 3.
+//! `fleet-detector`: with no subcommand, a streaming detector replica (Kafka consumer
+//! group member, checkpoints in PostgreSQL); `replay` runs the same rules over a file.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use fleet_core::detect::DetectorConfig;
+use fleet_detector::stream::StreamConfig;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "fleet-detector",
     version,
-    about = "Find the conditions clinics must act on"
+    about = "Find the conditions clinics must act on",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Streaming mode (the default).
+    #[command(flatten)]
+    stream: StreamConfig,
 }
 
 #[derive(Debug, Subcommand)]
@@ -37,18 +42,26 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Replay {
+        Some(Command::Replay {
             input,
             output,
             baseline,
-        } => {
+        }) => {
             let summary =
                 fleet_detector::replay_files(&input, &output, DetectorConfig::default(), baseline)?;
             eprintln!(
                 "fleet-detector: {} readings, {} invalid lines, {} alarm events",
                 summary.readings, summary.invalid_lines, summary.alarm_events
             );
+            Ok(())
+        }
+        None => {
+            fleet_runtime::init_logging();
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                let shutdown = fleet_runtime::shutdown::on_signal();
+                fleet_detector::stream::run(cli.stream, shutdown).await
+            })
         }
     }
-    Ok(())
 }

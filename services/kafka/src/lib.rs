@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
-use fleet_core::{InvalidReading, Reading, protobuf};
+use fleet_core::{AlarmEvent, InvalidReading, Reading, protobuf};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
 /// Topic names, versioned like the protobuf packages their payloads use.
@@ -168,6 +168,9 @@ pub struct DeadLetter {
 /// an oversized payload, which is enough to see what it was.
 pub const MAX_DEAD_LETTER_PAYLOAD_BYTES: usize = 64 * 1024;
 
+/// Header of an alarm record: `alarm_id#revision`, the key consumers deduplicate by.
+pub const HEADER_ALARM_KEY: &str = "alarm_key";
+
 const HEADER_SOURCE_TOPIC: &str = "source_topic";
 const HEADER_REASON: &str = "reason";
 const HEADER_DETAIL: &str = "detail";
@@ -278,6 +281,52 @@ impl FleetProducer {
         self.deliver(record).await
     }
 
+    /// Queues an alarm event (keyed by `pump_id`, so one pump's events stay in order)
+    /// without waiting for its delivery: the detector keeps many in flight and waits for
+    /// all of them before it checkpoints.
+    pub async fn queue_alarm(&self, alarm: &AlarmEvent) -> Result<PendingDelivery, BusError> {
+        let payload = protobuf::encode_alarm(alarm);
+        let alarm_key = format!("{}#{}", alarm.alarm_id, alarm.revision);
+        let headers = OwnedHeaders::new().insert(Header {
+            key: HEADER_ALARM_KEY,
+            value: Some(&alarm_key),
+        });
+        self.queue(&self.topics.alarms, &alarm.pump_id, &payload, Some(headers))
+            .await
+    }
+
+    /// Queues a reading without waiting for its delivery (bulk loading, tests). Records
+    /// are queued in call order, so one pump's readings keep their order.
+    pub async fn queue_reading(&self, reading: &Reading) -> Result<PendingDelivery, BusError> {
+        let payload = protobuf::encode_reading(reading);
+        self.queue(&self.topics.readings, &reading.pump_id, &payload, None)
+            .await
+    }
+
+    /// Enqueues a record now; waits only while the local queue is full (bounded by
+    /// `queue.buffering.max.messages`).
+    async fn queue(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<PendingDelivery, BusError> {
+        loop {
+            let mut record = FutureRecord::to(topic).key(key.as_bytes()).payload(payload);
+            if let Some(h) = &headers {
+                record = record.headers(h.clone());
+            }
+            match self.producer.send_result(record) {
+                Ok(delivery) => return Ok(PendingDelivery(delivery)),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+
     async fn deliver(&self, record: FutureRecord<'_, [u8], [u8]>) -> Result<Delivered, BusError> {
         // The producer's own message.timeout.ms bounds the wait; no second timeout here.
         let delivery = self
@@ -296,6 +345,28 @@ impl FleetProducer {
         use rdkafka::producer::Producer;
         self.producer.flush(timeout)?;
         Ok(())
+    }
+}
+
+/// A record queued for delivery; resolves with the broker's delivery report.
+pub struct PendingDelivery(DeliveryFuture);
+
+impl std::fmt::Debug for PendingDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PendingDelivery")
+    }
+}
+
+impl PendingDelivery {
+    pub async fn delivered(self) -> Result<Delivered, BusError> {
+        match self.0.await {
+            Ok(Ok(delivery)) => Ok(Delivered {
+                partition: delivery.partition,
+                offset: delivery.offset,
+            }),
+            Ok(Err((e, _))) => Err(e.into()),
+            Err(_canceled) => Err(BusError::Kafka(KafkaError::Canceled)),
+        }
     }
 }
 
