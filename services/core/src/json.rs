@@ -1,6 +1,7 @@
 //! The contract's JSON form of a reading (proto3 JSON mapping, snake_case written,
 //! lowerCamelCase also read), with decode errors turned into typed [`Violation`]s.
 
+use serde::Deserialize;
 use serde_json::error::Category;
 
 use crate::reading::Reading;
@@ -33,6 +34,14 @@ pub fn decode_reading(text: &str) -> Result<Reading, InvalidReading> {
                 detail: "not a JSON object".into(),
             },
         ));
+    }
+    // Fast path: most input is valid, and tracking the field path costs more than the
+    // parse itself. Only a failure is decoded again, with the path, to say where.
+    let mut de = serde_json::Deserializer::from_str(text);
+    if let Ok(reading) = Reading::deserialize(&mut de)
+        && de.end().is_ok()
+    {
+        return Ok(reading);
     }
     let mut de = serde_json::Deserializer::from_str(text);
     let reading: Reading =

@@ -33,21 +33,33 @@ pub fn replay_baseline(input: impl BufRead, output: impl Write) -> anyhow::Resul
 }
 
 fn replay_with(
-    input: impl BufRead,
+    mut input: impl BufRead,
     mut output: impl Write,
     mut observe: impl FnMut(&fleet_core::Reading) -> Vec<fleet_core::AlarmEvent>,
 ) -> anyhow::Result<ReplaySummary> {
     let mut summary = ReplaySummary::default();
-    for (n, line) in input.lines().enumerate() {
-        let line = line.with_context(|| format!("reading line {}", n + 1))?;
-        if line.trim().is_empty() {
+    // One line buffer for the whole file: no allocation per line.
+    let mut line = String::new();
+    let mut n = 0u64;
+    loop {
+        line.clear();
+        n += 1;
+        if input
+            .read_line(&mut line)
+            .with_context(|| format!("reading line {n}"))?
+            == 0
+        {
+            break;
+        }
+        let text = line.trim_end_matches(['\n', '\r']);
+        if text.trim().is_empty() {
             continue;
         }
-        let reading = match fleet_core::json::parse_reading(&line) {
+        let reading = match fleet_core::json::parse_reading(text) {
             Ok(r) => r,
             Err(e) => {
                 summary.invalid_lines += 1;
-                eprintln!("fleet-detector: line {}: {e}", n + 1);
+                eprintln!("fleet-detector: line {n}: {e}");
                 continue;
             }
         };

@@ -133,6 +133,9 @@ impl BatteryRule {
         } else {
             return;
         };
+        if !self.episode.needs_event(priority) {
+            return;
+        }
         let mut ev = evidence([
             ("battery_pct", r.battery_pct.into()),
             ("battery_v", r.battery_v.into()),

@@ -34,6 +34,12 @@ impl Episode {
         self.open.is_some()
     }
 
+    /// Whether a finding of this priority would emit an event (raise or update). Rules
+    /// ask first, so the message and evidence are only composed when they are sent.
+    pub fn needs_event(&self, priority: AlarmPriority) -> bool {
+        self.open.as_ref().is_none_or(|o| o.priority != priority)
+    }
+
     /// The condition holds: raise it, or update it when the priority changed.
     pub fn hold(
         &mut self,

@@ -16,6 +16,7 @@ use super::episode::{Finding, evidence, round2};
 use super::pump_state::{PumpState, Snapshot};
 use crate::alarm::{AlarmEvent, AlarmKind, AlarmPriority};
 use crate::json::format_timestamp;
+use crate::reading::Drug;
 
 /// The projected volume at `now`, from the latest reading and the programmed rate.
 fn volume_at(s: &Snapshot, now: DateTime<Utc>) -> f64 {
@@ -44,12 +45,12 @@ pub(super) fn evaluate(
     out: &mut Vec<AlarmEvent>,
 ) {
     let s = pump.snapshot.clone();
-    let id = pump.pump_id.clone();
+    let id = pump.pump_id.as_str();
     let overdue_since = s.refill_due_at + config.refill_grace;
     let overdue = now > overdue_since;
 
     // MISSED_REFILL
-    if overdue {
+    if overdue && pump.missed_refill.needs_event(AlarmPriority::Medium) {
         let hours_late = round2((now - s.refill_due_at).num_seconds() as f64 / 3600.0);
         let finding = Finding {
             priority: AlarmPriority::Medium,
@@ -65,10 +66,10 @@ pub(super) fn evaluate(
             ]),
         };
         pump.missed_refill
-            .hold(&id, AlarmKind::MissedRefill, now, finding, out);
-    } else if pump.missed_refill.is_open() {
+            .hold(id, AlarmKind::MissedRefill, now, finding, out);
+    } else if !overdue && pump.missed_refill.is_open() {
         pump.missed_refill.clear(
-            &id,
+            id,
             AlarmKind::MissedRefill,
             now,
             format!("Pump {id} has a refill recorded or a new appointment."),
@@ -101,6 +102,9 @@ pub(super) fn evaluate(
             _ if at_threshold => AlarmPriority::Medium,
             _ => AlarmPriority::Low,
         };
+        if !pump.low_reservoir.needs_event(priority) {
+            return;
+        }
         let why = if at_threshold {
             "is at or below its low-reservoir threshold".to_owned()
         } else if before_appointment {
@@ -131,21 +135,21 @@ pub(super) fn evaluate(
             onset: None,
             message: format!(
                 "Pump {id} ({}) {why}: {:.1} mL left at {:.2} mL/day, empty in about {days_to_empty} days; refill before it runs dry.",
-                drug_name(pump),
+                drug_name(pump.drug),
                 volume,
                 s.rate_ml_per_day
             ),
             evidence: ev,
         };
         pump.low_reservoir
-            .hold(&id, AlarmKind::LowReservoir, now, finding, out);
+            .hold(id, AlarmKind::LowReservoir, now, finding, out);
     } else if pump.low_reservoir.is_open() {
         // Cleared only with a clear margin, so a projection hovering at the
         // appointment does not flap.
         let comfortable = reaches.is_none_or(|t| t > s.refill_due_at + Duration::hours(12));
         if comfortable {
             pump.low_reservoir.clear(
-                &id,
+                id,
                 AlarmKind::LowReservoir,
                 now,
                 format!("Pump {id}'s reservoir is sufficient until its refill appointment."),
@@ -155,9 +159,8 @@ pub(super) fn evaluate(
     }
 }
 
-fn drug_name(pump: &PumpState) -> &'static str {
-    use crate::reading::Drug;
-    match pump.drug {
+fn drug_name(drug: Drug) -> &'static str {
+    match drug {
         Drug::Morphine => "morphine",
         Drug::Hydromorphone => "hydromorphone",
         Drug::Baclofen => "baclofen",
