@@ -12,6 +12,7 @@ pub mod json;
 pub mod protobuf;
 pub mod reading;
 pub mod registry;
+pub mod signing;
 pub mod validation;
 
 mod serde_forms;

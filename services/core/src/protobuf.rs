@@ -7,6 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use fleet_proto::alarm::v1 as pb_alarm;
+use fleet_proto::clinic::v1 as pb_clinic;
 use fleet_proto::prost::Message;
 use fleet_proto::prost_types::Timestamp;
 use fleet_proto::telemetry::v1 as pb;
@@ -401,4 +402,52 @@ pub fn decode_alarm(bytes: &[u8]) -> Result<AlarmEvent, InvalidAlarmEvent> {
         ))
     })?;
     AlarmEvent::try_from(m)
+}
+
+/// How one page is addressed: to which clinic, which attempt, which escalation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageHeader<'a> {
+    pub clinic_id: &'a str,
+    /// 1 for the first attempt of this page.
+    pub delivery_attempt: u32,
+    /// 0 for the page itself; n for its n-th escalation.
+    pub escalation: u32,
+}
+
+/// The clinic webhook's message for an alarm event.
+pub fn notification(alarm: &AlarmEvent, header: PageHeader<'_>) -> pb_clinic::AlarmNotification {
+    let event = pb_alarm::AlarmEvent::from(alarm);
+    pb_clinic::AlarmNotification {
+        alarm_id: event.alarm_id,
+        revision: event.revision,
+        pump_id: event.pump_id,
+        kind: event.kind,
+        priority: event.priority,
+        state: event.state,
+        detected_at: event.detected_at,
+        onset_at: event.onset_at,
+        message: event.message,
+        evidence: event.evidence,
+        clinic_id: header.clinic_id.to_owned(),
+        delivery_attempt: header.delivery_attempt,
+        escalation: header.escalation,
+    }
+}
+
+/// The alarm event inside a clinic page (receivers, tests).
+pub fn alarm_of_notification(
+    n: &pb_clinic::AlarmNotification,
+) -> Result<AlarmEvent, InvalidAlarmEvent> {
+    AlarmEvent::try_from(pb_alarm::AlarmEvent {
+        alarm_id: n.alarm_id.clone(),
+        revision: n.revision,
+        pump_id: n.pump_id.clone(),
+        kind: n.kind,
+        priority: n.priority,
+        state: n.state,
+        detected_at: n.detected_at,
+        onset_at: n.onset_at,
+        message: n.message.clone(),
+        evidence: n.evidence.clone(),
+    })
 }

@@ -18,6 +18,14 @@ pub struct Clinic {
     pub webhook: String,
     /// How long an unacknowledged HIGH or MEDIUM alarm waits before it escalates.
     pub escalation_after: Duration,
+    /// Where escalated pages go (for example the on-call physician's service);
+    /// `None`: to `webhook` again, marked as an escalation.
+    pub escalation_webhook: Option<String>,
+    /// Where a page goes when `webhook` keeps failing past the notifier's bound.
+    pub fallback_webhook: Option<String>,
+    /// The secret this clinic verifies our page signatures with; `None`: the
+    /// notifier's fleet-wide secret.
+    pub signing_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +72,10 @@ struct ClinicEntry {
     name: String,
     webhook: Spanned<String>,
     escalation_after: Spanned<String>,
+    // Our additions to the contract's keys, all optional.
+    escalation_webhook: Option<Spanned<String>>,
+    fallback_webhook: Option<Spanned<String>>,
+    signing_secret: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -91,15 +103,37 @@ impl Registry {
             let span = entry.span();
             let c = entry.into_inner();
             let id = non_empty(&c.id, "clinic id").map_err(|m| at(c.id.span(), m))?;
-            let webhook = c.webhook.get_ref();
-            if !(webhook.starts_with("http://") || webhook.starts_with("https://")) {
-                return Err(at(
-                    c.webhook.span(),
-                    format!(
-                        "clinic {id:?}: webhook {webhook:?} must start with http:// or https://"
-                    ),
-                ));
-            }
+            let endpoint = |key: &str, value: &Spanned<String>| {
+                let url = value.get_ref();
+                if url.starts_with("http://") || url.starts_with("https://") {
+                    Ok(url.clone())
+                } else {
+                    Err(at(
+                        value.span(),
+                        format!("clinic {id:?}: {key} {url:?} must start with http:// or https://"),
+                    ))
+                }
+            };
+            let webhook = endpoint("webhook", &c.webhook)?;
+            let escalation_webhook = c
+                .escalation_webhook
+                .as_ref()
+                .map(|w| endpoint("escalation_webhook", w))
+                .transpose()?;
+            let fallback_webhook = c
+                .fallback_webhook
+                .as_ref()
+                .map(|w| endpoint("fallback_webhook", w))
+                .transpose()?;
+            let signing_secret = match c.signing_secret {
+                Some(secret) if secret.get_ref().len() < 16 => {
+                    return Err(at(
+                        secret.span(),
+                        format!("clinic {id:?}: signing_secret must be at least 16 characters"),
+                    ));
+                }
+                other => other.map(Spanned::into_inner),
+            };
             let escalation_after = humantime::parse_duration(c.escalation_after.get_ref())
                 .map_err(|e| {
                     at(
@@ -119,8 +153,11 @@ impl Registry {
             let clinic = Clinic {
                 id: id.to_owned(),
                 name: c.name,
-                webhook: webhook.clone(),
+                webhook,
                 escalation_after,
+                escalation_webhook,
+                fallback_webhook,
+                signing_secret,
             };
             if registry.clinics.insert(clinic.id.clone(), clinic).is_some() {
                 return Err(at(span, format!("clinic {id:?} is defined twice")));

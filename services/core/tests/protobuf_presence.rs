@@ -86,3 +86,34 @@ fn nan_from_protobuf_is_rejected_by_validation() {
         Problem::NotFinite { .. }
     ));
 }
+
+#[test]
+fn a_page_carries_its_alarm_event_whole() {
+    use fleet_core::protobuf::{PageHeader, alarm_of_notification, notification};
+    let alarm = fleet_core::AlarmEvent {
+        alarm_id: "P-1:OCCLUSION:1767571200".into(),
+        revision: 2,
+        pump_id: "P-1".into(),
+        kind: fleet_core::AlarmKind::Occlusion,
+        priority: fleet_core::AlarmPriority::High,
+        state: fleet_core::AlarmState::Updated,
+        detected_at: chrono::DateTime::from_timestamp(1_767_571_200, 0).expect("time"),
+        onset_at: None,
+        message: "Pump P-1: check the catheter.".into(),
+        evidence: [(
+            "pressure_rise_kpa".to_owned(),
+            fleet_core::Evidence::Number(9.5),
+        )]
+        .into_iter()
+        .collect(),
+    };
+    let header = PageHeader {
+        clinic_id: "clinic-001",
+        delivery_attempt: 3,
+        escalation: 1,
+    };
+    let page = notification(&alarm, header);
+    assert_eq!(page.clinic_id, "clinic-001");
+    assert_eq!((page.delivery_attempt, page.escalation), (3, 1));
+    assert_eq!(alarm_of_notification(&page).expect("decodes"), alarm);
+}
