@@ -573,7 +573,8 @@ BEGIN
   END IF;
 END
 \$\$;
-ALTER ROLE $PG_ROLE LOGIN PASSWORD '$PG_PASSWORD';
+-- CREATEDB: tests give each run a database of its own (fleet_store::testing).
+ALTER ROLE $PG_ROLE LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
 SELECT 'CREATE DATABASE $PG_DB OWNER $PG_ROLE'
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$PG_DB')\gexec
 EOF

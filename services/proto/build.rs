@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "fleet/telemetry/v1/telemetry.proto",
         "fleet/alarm/v1/alarm.proto",
         "fleet/clinic/v1/clinic.proto",
+        "fleet/api/v1/api.proto",
     ]
     .map(|p| root.join(p));
 

@@ -11,13 +11,15 @@ use fleet_runtime::Endpoints;
 pub struct IngestConfig {
     #[command(flatten)]
     pub endpoints: Endpoints,
-    /// Registry file (contract §5): which gateway may relay which pump.
-    #[arg(
-        long,
-        env = "FLEET_REGISTRY_FILE",
-        default_value = "deploy/local/registry.toml"
-    )]
-    pub registry_file: PathBuf,
+    /// Pairing from this registry file instead of the database (which `fleetctl
+    /// registry import` fills): for a deployment without PostgreSQL, and tests. The file
+    /// is read once.
+    #[arg(long, env = "FLEET_REGISTRY_FILE")]
+    pub registry_file: Option<PathBuf>,
+    /// How often the registry's version is polled in the database; a changed registry
+    /// is reloaded whole.
+    #[arg(long, env = "FLEET_INGEST_REGISTRY_REFRESH", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub registry_refresh: Duration,
     /// MQTT client id; unique per replica (two replicas with one id disconnect each other).
     #[arg(long, env = "FLEET_INGEST_CLIENT_ID", default_value = "fleet-ingest-0")]
     pub client_id: String,

@@ -9,6 +9,7 @@
 pub mod acks;
 pub mod config;
 pub mod metrics;
+pub mod pairing;
 pub mod pipeline;
 pub mod triage;
 

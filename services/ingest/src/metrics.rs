@@ -15,6 +15,8 @@ pub struct IngestMetrics {
     pub puback_waits_total: IntCounter,
     pub mqtt_disconnects_total: IntCounter,
     pub in_flight: IntGauge,
+    pub registry_version: IntGauge,
+    pub registry_refresh_failures_total: IntCounter,
 }
 
 impl IngestMetrics {
@@ -61,6 +63,16 @@ impl IngestMetrics {
                 &r,
                 "fleet_ingest_in_flight_readings",
                 "Readings received but not yet durably written",
+            ),
+            registry_version: gauge(
+                &r,
+                "fleet_ingest_registry_version",
+                "Version of the registry pairing is checked against",
+            ),
+            registry_refresh_failures_total: counter(
+                &r,
+                "fleet_ingest_registry_refresh_failures_total",
+                "Registry refreshes that failed (the registry in hand stays in use)",
             ),
             registry: r,
         }

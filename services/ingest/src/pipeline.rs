@@ -8,16 +8,18 @@
 //! died is resent by its gateway, which keeps it until an ack names it.
 
 use std::collections::VecDeque;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
-use fleet_core::Registry;
+use std::sync::Arc;
+
+use crate::pairing;
 use fleet_core::gateway_protocol::{EndToEndAck, INGEST_SHARED_SUBSCRIPTION, acks_topic};
 use fleet_kafka::{DeadLetter, FleetProducer, Topics, ensure_topic};
 use fleet_runtime::Backoff;
 use fleet_runtime::serve::Readiness;
+use fleet_store::registry::RegistryWatch as Pairing;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS};
@@ -50,7 +52,6 @@ struct Handled {
 /// Runs one replica until `shutdown` is cancelled, then winds down in order: stop
 /// taking messages, finish in-flight ones, send their acks, flush Kafka, disconnect.
 pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let registry = load_registry(&config.registry_file)?;
     let topics = config
         .topic_suffix
         .as_deref()
@@ -63,6 +64,26 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::R
     }
     let producer = FleetProducer::new(brokers, topics)?;
     let metrics = IngestMetrics::new();
+    let pairing = match &config.registry_file {
+        Some(path) => pairing::from_file(path)?,
+        None => {
+            let pool = fleet_store::connect_with_retry(&config.endpoints.database_url, 20)
+                .await
+                .context("opening the registry database")?;
+            let watch_metrics = fleet_store::registry::WatchMetrics {
+                version: metrics.registry_version.clone(),
+                refresh_failures: metrics.registry_refresh_failures_total.clone(),
+            };
+            fleet_store::registry::watch(
+                pool,
+                config.registry_refresh,
+                watch_metrics,
+                shutdown.clone(),
+            )
+            .await
+            .context("loading the registry from the database")?
+        }
+    };
     let readiness = Readiness::default();
     let metrics_addr = fleet_runtime::serve::serve_metrics(
         config.metrics_addr,
@@ -102,7 +123,7 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::R
     ));
     tracing::info!(
         client_id = %config.client_id,
-        registry_pumps = registry.pumps.len(),
+        registry_pumps = pairing.borrow().pumps.len(),
         metrics = %metrics_addr,
         "ingest running"
     );
@@ -115,7 +136,7 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::R
     let pipeline = Pipeline {
         client: client.clone(),
         producer: producer.clone(),
-        registry,
+        pairing,
         limits,
         metrics,
         shutdown: shutdown.clone(),
@@ -137,12 +158,6 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::R
     }
     tracing::info!("ingest stopped");
     Ok(())
-}
-
-fn load_registry(path: &Path) -> anyhow::Result<Registry> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading registry file {}", path.display()))?;
-    Registry::from_toml(&text).with_context(|| format!("registry file {}", path.display()))
 }
 
 /// Polls the MQTT connection: forwards readings to the pipeline (waiting when it is
@@ -200,7 +215,7 @@ async fn mqtt_loop(
 struct Pipeline {
     client: AsyncClient,
     producer: FleetProducer,
-    registry: Registry,
+    pairing: Pairing,
     limits: Limits,
     metrics: IngestMetrics,
     shutdown: CancellationToken,
@@ -266,10 +281,11 @@ impl Pipeline {
     /// Triage, then write to Kafka, retrying with backoff until it is durable or the
     /// process is stopping (then the reading stays unacknowledged with the broker).
     async fn handle(&self, publish: Publish) -> Handled {
+        let registry = Arc::clone(&self.pairing.borrow());
         let outcome = triage(
             &publish.topic,
             &publish.payload,
-            &self.registry,
+            &registry,
             Utc::now(),
             &self.limits,
         );

@@ -23,5 +23,11 @@ pub mod clinic {
     }
 }
 
+pub mod api {
+    pub mod v1 {
+        tonic::include_proto!("fleet.api.v1");
+    }
+}
+
 pub use prost;
 pub use prost_types;

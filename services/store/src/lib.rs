@@ -2,6 +2,10 @@
 //! (`services/store/migrations`), whichever service starts first. Each service owns its
 //! own tables and queries; this crate only connects and migrates.
 
+pub mod acknowledgement;
+pub mod registry;
+pub mod testing;
+
 use std::time::Duration;
 
 use fleet_runtime::backoff::Backoff;
