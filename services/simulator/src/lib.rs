@@ -16,6 +16,10 @@
 //!   residual of the next refill.
 //! - The pump's own alarms (`DEVICE_ALARM`: `LOW_RESERVOIR`, `EMPTY_RESERVOIR`, `ERI`,
 //!   `EOS`) carry the exact time the level was crossed.
+//! - [`FleetSpec`] has knobs to vary the fleet away from the default one, so a detector
+//!   can be judged on fleets it was not tuned on: cadence, sensor noise, programmed
+//!   rates, pump models ([`ModelMix`]) and fault size. Every knob defaults to the
+//!   fleet as it was before the knob existed, bit for bit.
 
 mod fleet;
 mod plan;
@@ -29,7 +33,8 @@ pub use pump::{
     EMPTY_RESERVOIR_ALARM, EOS_BATTERY_PCT, ERI_BATTERY_PCT, GatewayOutage, VirtualPump,
 };
 pub use spec::{
-    DEFAULT_CADENCE, DEFAULT_FIRST_PUMP_NUMBER, FaultKind, FaultMix, FaultShare, FleetSpec,
-    SpecError,
+    DEFAULT_CADENCE, DEFAULT_FIRST_PUMP_NUMBER, DEFAULT_RATE_RANGE_ML_PER_DAY, FAULT_SCALE_LIMITS,
+    FaultKind, FaultMix, FaultShare, FleetSpec, ModelMix, NOISE_SCALE_LIMITS,
+    RATE_LIMITS_ML_PER_DAY, SpecError,
 };
 pub use truth::{Episode, GroundTruth, TruthPump};

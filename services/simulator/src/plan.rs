@@ -20,12 +20,18 @@ use crate::random::{
     round_dp,
 };
 use crate::spec::{FaultKind, FleetSpec};
+use crate::truth::sensor_occlusion_window_days;
 
-/// Lowest and highest programmed rates drawn, mL/day.
-const MIN_RATE_ML_PER_DAY: f64 = 0.3;
-const MAX_RATE_ML_PER_DAY: f64 = 1.6;
 /// Shortest refill interval a clinic accepts, days.
 const MIN_REFILL_INTERVAL_DAYS: f64 = 14.0;
+/// Longest refill interval, days: drug stability and `pumps.md` (every one to six
+/// months) bound it, so a slow rate is never drawn below what lasts this long.
+const MAX_REFILL_INTERVAL_DAYS: f64 = 180.0;
+/// The slowest default occlusion pressure ramp, kPa/day (before the fault scale).
+const SLOWEST_OCCLUSION_RAMP_KPA_PER_DAY: f64 = 6.0;
+/// The clinician's aspiration error at a refill is clipped at this many mL (three
+/// standard deviations), times the noise scale.
+pub(crate) const ASPIRATION_ERROR_CLIP_ML: f64 = 0.15;
 /// Nominal battery drain: 100 % in about five to six years.
 const NOMINAL_DRAIN_PCT_PER_DAY: (f64, f64) = (0.045, 0.055);
 /// A healthy pump stays at least this far from ERI after the run ends.
@@ -39,13 +45,6 @@ const DRUGS: [(&str, &[f64], f64, f64); 6] = [
     ("ZICONOTIDE", &[0.025, 0.1], 0.08, 0.0),
     ("BUPIVACAINE", &[5.0, 7.5], 0.10, 0.4),
     ("CLONIDINE", &[0.5, 1.0], 0.12, 0.3),
-];
-
-const MODELS: [(&str, f64); 4] = [
-    ("ITP-20", 0.35),
-    ("ITP-40", 0.30),
-    ("ITV-20", 0.20),
-    ("ITV-40", 0.15),
 ];
 
 fn pick_weighted<T: Copy>(rng: &mut impl Rng, items: &[(T, f64)]) -> T {
@@ -74,10 +73,21 @@ impl VirtualPump {
         let run_days = days_between(spec.start, spec.end);
         let number = u64::from(spec.first_pump_number) + index as u64;
 
-        let model = if fault.needs_flow_sensors() {
-            pick(&mut rng, &["ITP-20", "ITP-40"])
+        let models = spec.models.weights();
+        let sensor_models: Vec<&'static str> = models
+            .iter()
+            .map(|&(m, _)| m)
+            .filter(|m| m.starts_with("ITP"))
+            .collect();
+        let mut fault = fault;
+        let model = if fault.needs_flow_sensors() && !sensor_models.is_empty() {
+            pick(&mut rng, &sensor_models)
         } else {
-            pick_weighted(&mut rng, &MODELS)
+            if fault.needs_flow_sensors() {
+                // No pump with a motor and sensors in this mix to show the fault on.
+                fault = FaultKind::None;
+            }
+            pick_weighted(&mut rng, &models)
         };
         let has_sensors = model.starts_with("ITP");
         let capacity_ml = if model.ends_with("40") { 40.0 } else { 20.0 };
@@ -121,15 +131,17 @@ impl VirtualPump {
             .as_ref()
             .map_or(0.0, PatientBolusProfile::expected_ml_per_day);
         // Fast enough to need a refill at most every `MIN_REFILL_INTERVAL_DAYS`, with
-        // the booking margin taken off.
+        // the booking margin taken off; slow enough to need one at least every
+        // `MAX_REFILL_INTERVAL_DAYS`. The spec's range gives way to both.
         let usable_ml = fill_ml - low_threshold_ml;
+        let (range_min, range_max) = spec.rate_range_ml_per_day;
+        let min_rate = range_min
+            .max(usable_ml / MAX_REFILL_INTERVAL_DAYS)
+            .min(range_max);
         let max_rate = ((usable_ml - min_margin_ml) / MIN_REFILL_INTERVAL_DAYS)
             .min(usable_ml / (MIN_REFILL_INTERVAL_DAYS + lead_days) - bolus_ml_per_day)
-            .clamp(MIN_RATE_ML_PER_DAY, MAX_RATE_ML_PER_DAY);
-        let rate_ml_per_day = round_dp(
-            between(&mut rng, MIN_RATE_ML_PER_DAY.ln(), max_rate.ln()).exp(),
-            3,
-        );
+            .clamp(min_rate, range_max);
+        let rate_ml_per_day = round_dp(between(&mut rng, min_rate.ln(), max_rate.ln()).exp(), 3);
         let consumption = rate_ml_per_day + bolus_ml_per_day;
         let margin_ml = (consumption * lead_days).max(min_margin_ml);
         let interval_days = (fill_ml - low_threshold_ml - margin_ml) / consumption;
@@ -217,6 +229,8 @@ impl VirtualPump {
             sensors,
             temperature_offset_c,
             noise,
+            noise_scale: spec.noise_scale,
+            fault_scale: spec.fault_scale,
             rng,
             pending_events: Vec::new(),
             milestones: Vec::new(),
@@ -229,6 +243,8 @@ impl VirtualPump {
             margin_ml,
             consumption,
             cadence: spec.cadence,
+            noise_scale: spec.noise_scale,
+            fault_scale: spec.fault_scale,
         };
         let mut due = default_due;
         if !pump.place_fault(&placement, &mut due) {
@@ -310,10 +326,11 @@ impl VirtualPump {
                 let above_threshold_ml = p.margin_ml + p.consumption * days_to_due;
                 let multiplier = if self.fault == FaultKind::ReprogramUp {
                     // Fast enough that the projection reaches the threshold at least
-                    // three days before the appointment.
+                    // three days before the appointment, whatever the fault scale.
                     let needed =
                         above_threshold_ml / (self.rate_ml_per_day * (days_to_due - 3.0).max(1.0));
-                    between(&mut self.rng, 1.6, 2.2).max(1.05 * needed)
+                    let rise = between(&mut self.rng, 1.6, 2.2) - 1.0;
+                    (1.0 + rise * p.fault_scale).max(1.05 * needed)
                 } else {
                     between(&mut self.rng, 1.3, 1.8)
                 };
@@ -350,9 +367,15 @@ impl VirtualPump {
                 self.battery_pct = between(&mut self.rng, 20.0, 45.0);
                 let pct_at_short =
                     self.battery_pct - self.drain_pct_per_day * days_between(start, at);
-                // ERI well inside the run, at five times the nominal drain or more.
-                let to_eri_days = between(&mut self.rng, 0.45, 0.8) * days_between(at, p.end);
-                let drain_pct_per_day = ((pct_at_short - ERI_BATTERY_PCT) / to_eri_days).max(0.25);
+                // ERI well inside the run, at five times the nominal drain or more. A
+                // smaller fault drains more slowly, but the contract's 90-day horizon
+                // before ERI still starts at least 10 days before the run ends, and the
+                // drain stays at least 2.5 times nominal at the fault scale of 0.5.
+                let span_days = days_between(at, p.end);
+                let to_eri_days = (between(&mut self.rng, 0.45, 0.8) * span_days / p.fault_scale)
+                    .min(span_days + 80.0);
+                let drain_pct_per_day = ((pct_at_short - ERI_BATTERY_PCT) / to_eri_days)
+                    .max(0.25 * p.fault_scale.min(1.0));
                 self.actions.push_back(ScheduledAction {
                     at,
                     action: Action::ShortStart { drain_pct_per_day },
@@ -463,17 +486,21 @@ impl VirtualPump {
         let onset;
         let ramp_kpa_per_day;
         if self.sensors.is_some() {
-            // Anywhere in the run, with the detection window (onset + 4 days) inside
-            // it. The catheter is revised only at a refill whose discrepancy the
-            // clinic notices, so a refill just after onset does not end it.
-            let latest = (0.75 * p.run_days).min(p.run_days - 4.5);
+            // Anywhere in the run, with the detection window (onset + 4 days, longer
+            // for a slow ramp) inside it. The catheter is revised only at a refill
+            // whose discrepancy the clinic notices, so a refill just after onset does
+            // not end it.
+            let slowest_kpa_per_day = SLOWEST_OCCLUSION_RAMP_KPA_PER_DAY * p.fault_scale;
+            let window_days = sensor_occlusion_window_days(slowest_kpa_per_day);
+            let latest = (0.75 * p.run_days).min(p.run_days - (0.5 + window_days));
             let earliest = (0.1 * p.run_days).max(2.0);
             if latest < earliest {
                 return false;
             }
             onset = plus_days(start, between(&mut self.rng, earliest, latest));
             blocked_fraction = between(&mut self.rng, 0.6, 0.95);
-            ramp_kpa_per_day = Some(round_dp(between(&mut self.rng, 6.0, 15.0), 1));
+            let ramp = between(&mut self.rng, SLOWEST_OCCLUSION_RAMP_KPA_PER_DAY, 15.0);
+            ramp_kpa_per_day = Some(round_dp(ramp * p.fault_scale, 1).max(slowest_kpa_per_day));
             self.actions.push_back(ScheduledAction {
                 at: onset,
                 action: Action::OcclusionStart,
@@ -481,7 +508,9 @@ impl VirtualPump {
         } else {
             // The refill must come with a week of the run left to report it; the
             // occlusion starts early enough to leave twice the consequential
-            // discrepancy (1 mL on 20 mL pumps, 2 mL on 40 mL pumps) behind.
+            // discrepancy (1 mL on 20 mL pumps, 2 mL on 40 mL pumps) behind, at the
+            // default fault scale; at any scale, more than the consequential volume
+            // plus the worst aspiration error, so the refill does show it.
             let hi = latest_due_days.min(p.run_days - 8.0);
             if hi < 3.0 {
                 return false;
@@ -489,10 +518,17 @@ impl VirtualPump {
             let due_days = between(&mut self.rng, 3.0, hi);
             *due = plan_first_due(&mut self.rng, start, due_days);
             let consequential_ml = if self.capacity_ml > 20.0 { 2.0 } else { 1.0 };
-            let excess_ml = 2.0 * consequential_ml + between(&mut self.rng, 0.0, 1.0);
+            let least_ml = consequential_ml + ASPIRATION_ERROR_CLIP_ML * p.noise_scale + 0.1;
+            let s = p.fault_scale;
+            let excess_ml =
+                ((1.0 + s) * consequential_ml + s * between(&mut self.rng, 0.0, 1.0)).max(least_ml);
             blocked_fraction = between(&mut self.rng, 0.7, 1.0);
             let occluded_days =
                 (excess_ml / (blocked_fraction * self.rate_ml_per_day)).min(0.9 * p.interval_days);
+            if blocked_fraction * self.rate_ml_per_day * occluded_days < least_ml {
+                // The refill interval is too short to hold back a consequential volume.
+                return false;
+            }
             onset = plus_days(*due, -occluded_days);
             ramp_kpa_per_day = None;
         }
@@ -540,6 +576,10 @@ struct Placement {
     /// Expected drawdown, mL/day.
     consumption: f64,
     cadence: Duration,
+    /// [`FleetSpec::noise_scale`].
+    noise_scale: f64,
+    /// [`FleetSpec::fault_scale`].
+    fault_scale: f64,
 }
 
 /// An appointment about `days` after `from`, at clinic hours, at least 12 h away.

@@ -17,6 +17,7 @@ use fleet_core::{
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::plan::ASPIRATION_ERROR_CLIP_ML;
 use crate::random::{
     Channel, HashedNoise, between, days_between, exponential_days, gaussian, plus_days,
     plus_days_ceil, plus_hours, round_dp,
@@ -335,6 +336,10 @@ pub struct VirtualPump {
     pub(crate) sensors: Option<SensorProfile>,
     pub(crate) temperature_offset_c: f64,
     pub(crate) noise: HashedNoise,
+    /// [`FleetSpec::noise_scale`](crate::FleetSpec::noise_scale).
+    pub(crate) noise_scale: f64,
+    /// [`FleetSpec::fault_scale`](crate::FleetSpec::fault_scale).
+    pub(crate) fault_scale: f64,
     pub(crate) rng: ChaCha8Rng,
     pub(crate) pending_events: Vec<PumpEvent>,
     pub(crate) milestones: Vec<Milestone>,
@@ -657,7 +662,8 @@ impl VirtualPump {
                 let duration_s = self.rng.random_range(600..=3600);
                 self.stall(duration_s);
                 let worn_days = self.wear_since.map_or(0.0, |s| days_between(s, at));
-                let mean_h = (8.0 - worn_days).max(3.0);
+                // Ever more often as the shaft wears; a smaller fault stalls less often.
+                let mean_h = (8.0 - worn_days).max(3.0) / self.fault_scale;
                 let wait = exponential_days(&mut self.rng, mean_h / 24.0);
                 let next = plus_days(at, wait).max(at + Duration::seconds(i64::from(duration_s)));
                 self.next_wear_stall_at = Some(next);
@@ -770,7 +776,9 @@ impl VirtualPump {
     fn refill(&mut self) {
         let at = self.clock;
         let expected_ml = round_dp(self.reservoir_ml, 2);
-        let aspiration_error_ml = (gaussian(&mut self.rng) * 0.05).clamp(-0.15, 0.15);
+        let k = self.noise_scale;
+        let clip_ml = ASPIRATION_ERROR_CLIP_ML * k;
+        let aspiration_error_ml = (gaussian(&mut self.rng) * 0.05 * k).clamp(-clip_ml, clip_ml);
         let measured_ml = round_dp((self.actual_reservoir_ml + aspiration_error_ml).max(0.0), 2);
         let added_ml = round_dp(self.capacity_ml - between(&mut self.rng, 0.0, 0.1), 2);
         self.reservoir_ml = added_ml;
@@ -807,13 +815,15 @@ impl VirtualPump {
     /// What the pump reports at `at` (the state must be advanced there).
     fn reading(&mut self, at: DateTime<Utc>, slot: u64) -> Reading {
         let noise = self.noise;
+        let k = self.noise_scale;
         let hour = f64::from(at.hour()) + f64::from(at.minute()) / 60.0;
         let battery_pct = round_dp(
-            (self.battery_pct + 0.03 * noise.gaussian(slot, Channel::BatteryPct)).clamp(0.0, 100.0),
+            (self.battery_pct + 0.03 * k * noise.gaussian(slot, Channel::BatteryPct))
+                .clamp(0.0, 100.0),
             2,
         );
         let battery_v = round_dp(
-            cell_voltage(self.battery_pct) + 0.003 * noise.gaussian(slot, Channel::BatteryV),
+            cell_voltage(self.battery_pct) + 0.003 * k * noise.gaussian(slot, Channel::BatteryV),
             3,
         );
         let fever_c = match (self.drug, self.empty_since) {
@@ -826,7 +836,7 @@ impl VirtualPump {
         let temperature_c = round_dp(
             37.0 + self.temperature_offset_c
                 + 0.15 * (std::f64::consts::TAU * (hour - 17.0) / 24.0).sin()
-                + 0.05 * noise.gaussian(slot, Channel::Temperature)
+                + 0.05 * k * noise.gaussian(slot, Channel::Temperature)
                 + fever_c,
             2,
         );
@@ -845,14 +855,14 @@ impl VirtualPump {
                     + s.swing_kpa * (std::f64::consts::TAU * (hour - s.swing_phase_h) / 24.0).sin()
                     + occlusion_kpa
                     + spike_kpa
-                    + 0.7 * noise.gaussian(slot, Channel::Pressure);
+                    + 0.7 * k * noise.gaussian(slot, Channel::Pressure);
                 let current = if at < self.paused_until {
                     // Locked rotor.
                     3.6 + 0.8 * noise.uniform(slot, Channel::StallCurrent)
                 } else {
                     s.current_baseline_ma
                         + 0.012 * (occlusion_kpa + spike_kpa)
-                        + 0.03 * noise.gaussian(slot, Channel::Current)
+                        + 0.03 * k * noise.gaussian(slot, Channel::Current)
                 };
                 (
                     Some(round_dp(pressure.max(0.5), 2)),

@@ -1,5 +1,9 @@
 //! What a simulated fleet is asked to be: its size, time span, cadence and seed
-//! ([`FleetSpec`]), and which faults are injected into how many pumps ([`FaultMix`]).
+//! ([`FleetSpec`]), which faults are injected into how many pumps ([`FaultMix`]), and
+//! the knobs that vary the fleet away from the default one to test that a detector
+//! generalises: sensor noise, programmed rates, pump models ([`ModelMix`]) and fault
+//! size. Every knob defaults to the behaviour the simulator had before it existed, bit
+//! for bit, so a default spec keeps giving the same readings and truth.
 
 use chrono::{DateTime, Duration, Utc};
 use rand::Rng;
@@ -11,6 +15,18 @@ pub const DEFAULT_CADENCE: Duration = Duration::hours(1);
 
 /// The first pump serial number, so ids read like the field's (`ITP40-100000`).
 pub const DEFAULT_FIRST_PUMP_NUMBER: u32 = 100_000;
+
+/// Programmed rates drawn by default, mL/day (log-uniform, then limited by the refill
+/// interval the pump's reservoir allows).
+pub const DEFAULT_RATE_RANGE_ML_PER_DAY: (f64, f64) = (0.3, 1.6);
+/// Rates a clinic may program, mL/day: from a slow ziconotide or morphine infusion
+/// that a 20 mL pump holds for six months, to a high-volume bupivacaine mix that
+/// needs a refill every couple of weeks.
+pub const RATE_LIMITS_ML_PER_DAY: (f64, f64) = (0.05, 3.0);
+/// Allowed range of [`FleetSpec::noise_scale`].
+pub const NOISE_SCALE_LIMITS: (f64, f64) = (0.0, 5.0);
+/// Allowed range of [`FleetSpec::fault_scale`].
+pub const FAULT_SCALE_LIMITS: (f64, f64) = (0.25, 4.0);
 
 /// A fleet to simulate. Same spec, same readings and truth, bit for bit.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +44,48 @@ pub struct FleetSpec {
     pub faults: FaultMix,
     /// Serial number of the first pump; the others follow, one each.
     pub first_pump_number: u32,
+    /// Multiplies every measurement noise the pumps have: catheter pressure (0.7 kPa
+    /// standard deviation at 1), motor current (0.03 mA), fuel gauge (0.03 %), cell
+    /// voltage (3 mV), temperature (0.05 °C) and the clinician's aspiration of the
+    /// residual at a refill (0.05 mL, clipped at three deviations). The reservoir
+    /// volume is the pump's computation from commanded delivery, not a measurement, so
+    /// it has no noise to scale. Noise never changes what happens (it is hashed, or
+    /// drawn after the event), only what is measured. Realistic: 1 to 3; 0 gives
+    /// noiseless sensors; at most 5, where a healthy refill's aspiration error (at most
+    /// 0.75 mL) still stays below the 1 mL a clinic calls consequential.
+    pub noise_scale: f64,
+    /// The range programmed rates are drawn from, mL/day, log-uniformly. Each pump's
+    /// reservoir narrows it: the maximum is lowered to what keeps refills at least 14
+    /// days apart (never below the minimum), and the minimum raised to what keeps them
+    /// at most six months apart (`pumps.md`: refills every one to six months; never
+    /// above the maximum). Default 0.3-1.6 (refills every two weeks to four months);
+    /// realistic variants 0.1-0.4 (slow infusions, long intervals) and 0.8-2.5
+    /// (high-volume mixes, frequent refills); within [`RATE_LIMITS_ML_PER_DAY`].
+    pub rate_range_ml_per_day: (f64, f64),
+    /// Which pump models the fleet is made of.
+    pub models: ModelMix,
+    /// How big the injected faults are, 1 being the default sizes:
+    ///
+    /// - catheter occlusion on a sensor pump: the pressure ramp (6-15 kPa/day at 1);
+    /// - catheter occlusion on a valve pump: the residual excess found at the refill
+    ///   above the consequential discrepancy (1 mL on 20 mL pumps, 2 mL on 40 mL
+    ///   pumps): `(1 + scale) x consequential + scale x U(0, 1)` mL, never less than
+    ///   the consequential volume plus the largest aspiration error plus 0.1 mL, so a
+    ///   labelled occlusion is always a consequential one by the contract's definition;
+    /// - premature battery depletion (internal short): the drain, through the time
+    ///   from the short to ERI (divided by the scale, and never so long that ERI minus
+    ///   the 90-day horizon falls outside the run), at least 0.25 %/day (five times
+    ///   nominal) times the scale when the scale is below 1;
+    /// - shaft wear: how often the motor stalls (stall intervals divided by the scale);
+    /// - a rate raised without moving the appointment: the rise over the old rate
+    ///   (x1.6-2.2 at 1), never less than what makes the reservoir reach its threshold
+    ///   three days before the appointment, so it stays a LOW_RESERVOIR episode.
+    ///
+    /// Benign look-alikes and outages are not faults of a size and do not change.
+    /// Realistic: 0.5 (a partial occlusion, a mild short) to 2; within
+    /// [`FAULT_SCALE_LIMITS`]. Truth windows follow the size: a slow pressure ramp gets
+    /// until it is 24 kPa above baseline (4 days at the default slowest 6 kPa/day).
+    pub fault_scale: f64,
 }
 
 impl FleetSpec {
@@ -42,6 +100,10 @@ impl FleetSpec {
             cadence: DEFAULT_CADENCE,
             faults: FaultMix::realistic(),
             first_pump_number: DEFAULT_FIRST_PUMP_NUMBER,
+            noise_scale: 1.0,
+            rate_range_ml_per_day: DEFAULT_RATE_RANGE_ML_PER_DAY,
+            models: ModelMix::realistic(),
+            fault_scale: 1.0,
         }
     }
 
@@ -57,6 +119,30 @@ impl FleetSpec {
 
     pub fn with_cadence(mut self, cadence: Duration) -> Self {
         self.cadence = cadence;
+        self
+    }
+
+    /// See [`FleetSpec::noise_scale`].
+    pub fn with_noise_scale(mut self, scale: f64) -> Self {
+        self.noise_scale = scale;
+        self
+    }
+
+    /// See [`FleetSpec::rate_range_ml_per_day`].
+    pub fn with_rate_range(mut self, min_ml_per_day: f64, max_ml_per_day: f64) -> Self {
+        self.rate_range_ml_per_day = (min_ml_per_day, max_ml_per_day);
+        self
+    }
+
+    /// See [`FleetSpec::models`].
+    pub fn with_models(mut self, models: ModelMix) -> Self {
+        self.models = models;
+        self
+    }
+
+    /// See [`FleetSpec::fault_scale`].
+    pub fn with_fault_scale(mut self, scale: f64) -> Self {
+        self.fault_scale = scale;
         self
     }
 
@@ -80,6 +166,26 @@ impl FleetSpec {
                 pump_count: self.pump_count,
             });
         }
+        let within =
+            |value: f64, (lo, hi): (f64, f64)| value.is_finite() && lo <= value && value <= hi;
+        if !within(self.noise_scale, NOISE_SCALE_LIMITS) {
+            return Err(SpecError::BadNoiseScale {
+                scale: self.noise_scale,
+            });
+        }
+        let (min, max) = self.rate_range_ml_per_day;
+        if !(within(min, RATE_LIMITS_ML_PER_DAY)
+            && within(max, RATE_LIMITS_ML_PER_DAY)
+            && min <= max)
+        {
+            return Err(SpecError::BadRateRange { min, max });
+        }
+        if !within(self.fault_scale, FAULT_SCALE_LIMITS) {
+            return Err(SpecError::BadFaultScale {
+                scale: self.fault_scale,
+            });
+        }
+        self.models.validate()?;
         self.faults.validate(self.pump_count)
     }
 }
@@ -102,6 +208,97 @@ pub enum SpecError {
     ProbabilitiesAboveOne { total: f64 },
     #[error("fault counts add up to {total}, more than the {pump_count} pumps")]
     CountsAboveFleet { total: usize, pump_count: usize },
+    #[error(
+        "noise scale {scale} is not within {}..={}",
+        NOISE_SCALE_LIMITS.0,
+        NOISE_SCALE_LIMITS.1
+    )]
+    BadNoiseScale { scale: f64 },
+    #[error(
+        "rate range {min}..{max} mL/day is not an ordered range within {}..={}",
+        RATE_LIMITS_ML_PER_DAY.0,
+        RATE_LIMITS_ML_PER_DAY.1
+    )]
+    BadRateRange { min: f64, max: f64 },
+    #[error(
+        "fault scale {scale} is not within {}..={}",
+        FAULT_SCALE_LIMITS.0,
+        FAULT_SCALE_LIMITS.1
+    )]
+    BadFaultScale { scale: f64 },
+    #[error("unknown pump model {model:?} (known: ITP-20, ITP-40, ITV-20, ITV-40)")]
+    UnknownModel { model: String },
+    #[error("model weight {weight} for {model} is not a finite number of at least 0")]
+    BadModelWeight { model: &'static str, weight: f64 },
+    #[error("the model mix has no model with a weight above 0")]
+    NoModel,
+}
+
+/// Which pump models a fleet is drawn from, by weight. Faults that need a motor and
+/// its sensors (MRI stall, shaft wear, clinician bolus spikes) go to the peristaltic
+/// (`ITP`) models of the mix, either size equally likely; in a mix without one they
+/// are not injected, and the truth says `none` for that pump.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelMix {
+    /// In the order of [`ModelMix::MODELS`].
+    weights: [f64; 4],
+}
+
+impl ModelMix {
+    /// Peristaltic pumps with catheter pressure and motor current sensors (`ITP`), and
+    /// valve-gated pumps without (`ITV`), each with a 20 or 40 mL reservoir.
+    pub const MODELS: [&'static str; 4] = ["ITP-20", "ITP-40", "ITV-20", "ITV-40"];
+
+    /// The default: two thirds sensor pumps, a little more 20 mL than 40 mL.
+    pub fn realistic() -> Self {
+        ModelMix {
+            weights: [0.35, 0.30, 0.20, 0.15],
+        }
+    }
+
+    /// The listed models, equally likely. Names as in [`ModelMix::MODELS`].
+    pub fn only<S: AsRef<str>>(models: &[S]) -> Result<Self, SpecError> {
+        let mut mix = ModelMix { weights: [0.0; 4] };
+        for model in models {
+            let model = model.as_ref().trim();
+            let i = ModelMix::MODELS
+                .iter()
+                .position(|m| *m == model)
+                .ok_or_else(|| SpecError::UnknownModel {
+                    model: model.to_owned(),
+                })?;
+            mix.weights[i] = 1.0;
+        }
+        mix.validate()?;
+        Ok(mix)
+    }
+
+    /// `(model, weight)` of every model that can be drawn, in [`ModelMix::MODELS`] order.
+    pub fn weights(&self) -> Vec<(&'static str, f64)> {
+        ModelMix::MODELS
+            .into_iter()
+            .zip(self.weights)
+            .filter(|&(_, w)| w > 0.0)
+            .collect()
+    }
+
+    fn validate(&self) -> Result<(), SpecError> {
+        for (model, weight) in ModelMix::MODELS.into_iter().zip(self.weights) {
+            if !(weight.is_finite() && weight >= 0.0) {
+                return Err(SpecError::BadModelWeight { model, weight });
+            }
+        }
+        if self.weights.iter().all(|&w| w <= 0.0) {
+            return Err(SpecError::NoModel);
+        }
+        Ok(())
+    }
+}
+
+impl Default for ModelMix {
+    fn default() -> Self {
+        ModelMix::realistic()
+    }
 }
 
 /// A fault injected into one pump. The benign ones (late refill, reprogram with a

@@ -23,6 +23,20 @@ const BATTERY_EOL_HORIZON: Duration = Duration::days(90);
 const MISSED_REFILL_GRACE: Duration = Duration::hours(24);
 /// The contract's silence before TELEMETRY_LOST.
 const TELEMETRY_LOST_AFTER: Duration = Duration::hours(12);
+/// Catheter pressure above baseline at which an occlusion is evident: well clear of the
+/// daily swing (at most 6 kPa peak to peak) and the sensor noise.
+const OCCLUSION_EVIDENT_EXCESS_KPA: f64 = 24.0;
+/// The shortest detection window of a sensor-pump occlusion: a day for the ramp to rise
+/// clear of the daily swing, then three.
+const OCCLUSION_SHORTEST_WINDOW_DAYS: f64 = 4.0;
+
+/// Days from the onset of a sensor-pump occlusion ramping at `ramp_kpa_per_day` to the
+/// end of its detection window: until the pressure is evidently high, and at least
+/// [`OCCLUSION_SHORTEST_WINDOW_DAYS`] (which the default ramps of 6 kPa/day or more
+/// reach first).
+pub(crate) fn sensor_occlusion_window_days(ramp_kpa_per_day: f64) -> f64 {
+    (OCCLUSION_EVIDENT_EXCESS_KPA / ramp_kpa_per_day).max(OCCLUSION_SHORTEST_WINDOW_DAYS)
+}
 
 /// A scenario's labels. Serialises to exactly the keys of the shared truth files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -191,8 +205,7 @@ fn label_pump(pump: &VirtualPump, spec: &FleetSpec) -> Vec<Episode> {
             AlarmKind::Occlusion,
             *onset,
             *onset,
-            // A day for the ramp to rise clear of the daily swing, then three.
-            *onset + Duration::days(4),
+            plus_days(*onset, sensor_occlusion_window_days(*ramp)),
             None,
             format!("catheter occlusion: pressure ramp {ramp:.1} kPa/day"),
         )],
@@ -200,9 +213,16 @@ fn label_pump(pump: &VirtualPump, spec: &FleetSpec) -> Vec<Episode> {
             onset,
             ramp_kpa_per_day: None,
         } => {
-            // A valve pump shows nothing until the refill finds the residual too high.
+            // A valve pump shows nothing until a refill finds the residual
+            // consequentially too high (the placement makes the first one after onset
+            // do so).
+            let consequential_ml = if pump.capacity_ml > 20.0 { 2.0 } else { 1.0 };
             let refill = after.milestones.iter().find_map(|m| match *m {
-                Milestone::Refill { at, excess_ml } if at > *onset => Some((at, excess_ml)),
+                Milestone::Refill { at, excess_ml }
+                    if at > *onset && excess_ml > consequential_ml =>
+                {
+                    Some((at, excess_ml))
+                }
                 _ => None,
             });
             refill
