@@ -23,15 +23,29 @@ pub enum AlarmKind {
     MissedRefill,
     #[serde(rename = "TELEMETRY_LOST", alias = "ALARM_KIND_TELEMETRY_LOST")]
     TelemetryLost,
+    /// Ours, not the contract's five: repeated low-battery resets (an internal short).
+    #[serde(rename = "LOW_BATTERY_RESETS", alias = "ALARM_KIND_LOW_BATTERY_RESETS")]
+    LowBatteryResets,
 }
 
 impl AlarmKind {
-    pub const ALL: [AlarmKind; 5] = [
+    /// The contract's five kinds: what scenarios label and scoring counts.
+    pub const CONTRACT: [AlarmKind; 5] = [
         AlarmKind::LowReservoir,
         AlarmKind::BatteryEol,
         AlarmKind::Occlusion,
         AlarmKind::MissedRefill,
         AlarmKind::TelemetryLost,
+    ];
+
+    /// Every kind this system raises: the contract's and ours.
+    pub const ALL: [AlarmKind; 6] = [
+        AlarmKind::LowReservoir,
+        AlarmKind::BatteryEol,
+        AlarmKind::Occlusion,
+        AlarmKind::MissedRefill,
+        AlarmKind::TelemetryLost,
+        AlarmKind::LowBatteryResets,
     ];
 
     /// The contract's name, as written in JSON.
@@ -42,6 +56,7 @@ impl AlarmKind {
             AlarmKind::Occlusion => "OCCLUSION",
             AlarmKind::MissedRefill => "MISSED_REFILL",
             AlarmKind::TelemetryLost => "TELEMETRY_LOST",
+            AlarmKind::LowBatteryResets => "LOW_BATTERY_RESETS",
         }
     }
 }

@@ -261,6 +261,7 @@ impl From<AlarmKind> for pb_alarm::AlarmKind {
             AlarmKind::Occlusion => pb_alarm::AlarmKind::Occlusion,
             AlarmKind::MissedRefill => pb_alarm::AlarmKind::MissedRefill,
             AlarmKind::TelemetryLost => pb_alarm::AlarmKind::TelemetryLost,
+            AlarmKind::LowBatteryResets => pb_alarm::AlarmKind::LowBatteryResets,
         }
     }
 }
@@ -338,6 +339,7 @@ impl TryFrom<pb_alarm::AlarmEvent> for AlarmEvent {
             Ok(pb_alarm::AlarmKind::Occlusion) => AlarmKind::Occlusion,
             Ok(pb_alarm::AlarmKind::MissedRefill) => AlarmKind::MissedRefill,
             Ok(pb_alarm::AlarmKind::TelemetryLost) => AlarmKind::TelemetryLost,
+            Ok(pb_alarm::AlarmKind::LowBatteryResets) => AlarmKind::LowBatteryResets,
             _ => return Err(unspecified("kind", m.kind)),
         };
         let priority = match pb_alarm::AlarmPriority::try_from(m.priority) {

@@ -106,7 +106,7 @@ impl GroundTruth {
             cadence_min: (spec.cadence.num_seconds().max(0) as u64).div_ceil(60),
             start: spec.start,
             end: spec.end,
-            scored_kinds: AlarmKind::ALL.to_vec(),
+            scored_kinds: AlarmKind::CONTRACT.to_vec(),
             episodes,
             pumps: pumps
                 .iter()

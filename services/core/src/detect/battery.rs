@@ -1,6 +1,8 @@
-//! BATTERY_EOL: the pump's ERI/EOS flags, a robust trend of `battery_pct` projected to
-//! the ERI level (which also catches premature depletion), and repeated low-battery
-//! resets (the published signature of an internal short).
+//! BATTERY_EOL: the pump's ERI/EOS flags and a robust trend of `battery_pct` projected
+//! to the ERI level (which also catches premature depletion). Repeated low-battery
+//! resets (the published signature of an internal short) are their own alarm,
+//! LOW_BATTERY_RESETS: they often come months before ERI is near, and folded into
+//! BATTERY_EOL they would hold that episode open from too early on.
 
 use std::collections::VecDeque;
 
@@ -21,6 +23,7 @@ const RESETS_TO_ALARM: usize = 2;
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct BatteryRule {
     episode: Episode,
+    resets_episode: Episode,
     /// Daily medians: (day number, pct), oldest first, bounded by the trend window.
     days: VecDeque<(i64, f64)>,
     today: Option<i64>,
@@ -29,6 +32,9 @@ pub(super) struct BatteryRule {
     projected_days_to_eri: Option<f64>,
     resets: VecDeque<DateTime<Utc>>,
     last_pct: Option<f64>,
+    /// A new battery was seen since the last evaluation (clears the resets alarm).
+    #[serde(skip)]
+    replaced: bool,
 }
 
 impl BatteryRule {
@@ -46,7 +52,9 @@ impl BatteryRule {
     fn add_sample(&mut self, r: &Reading, config: &DetectorConfig) {
         // A replaced or recharged pump: start the trend afresh.
         if self.last_pct.is_some_and(|p| r.battery_pct > p + 20.0) {
+            self.replaced = true;
             self.days.clear();
+            self.resets.clear();
             self.today_values.clear();
             self.projected_days_to_eri = None;
         }
@@ -102,7 +110,7 @@ impl BatteryRule {
         self.add_sample(r, config);
         let horizon_days = config.battery_eri_horizon.num_seconds() as f64 / 86_400.0;
         let projected = self.projected_days_to_eri.filter(|d| *d <= horizon_days);
-        let repeated_resets = self.resets.len() >= RESETS_TO_ALARM;
+        self.evaluate_resets(pump_id, r, clock, out);
         let (priority, why) = if r.eos {
             (
                 AlarmPriority::High,
@@ -120,14 +128,6 @@ impl BatteryRule {
                 format!(
                     "battery is projected to reach ERI in about {:.0} days at its recent rate of depletion; schedule replacement",
                     days
-                ),
-            )
-        } else if repeated_resets {
-            (
-                AlarmPriority::Medium,
-                format!(
-                    "reset {} times on low battery voltage within a week, a sign of premature depletion; check the pump",
-                    self.resets.len()
                 ),
             )
         } else {
@@ -152,6 +152,46 @@ impl BatteryRule {
         };
         self.episode
             .hold(pump_id, AlarmKind::BatteryEol, clock, finding, out);
+    }
+}
+
+impl BatteryRule {
+    /// LOW_BATTERY_RESETS: raised at the second reset within a week; a short does not
+    /// heal, so it stays open until a new battery is seen.
+    fn evaluate_resets(
+        &mut self,
+        pump_id: &str,
+        r: &Reading,
+        clock: DateTime<Utc>,
+        out: &mut Vec<AlarmEvent>,
+    ) {
+        if std::mem::take(&mut self.replaced) {
+            self.resets_episode.clear(
+                pump_id,
+                AlarmKind::LowBatteryResets,
+                clock,
+                format!("Pump {pump_id} has a new battery."),
+                out,
+            );
+        }
+        let count = self.resets.len();
+        if count < RESETS_TO_ALARM || !self.resets_episode.needs_event(AlarmPriority::Medium) {
+            return;
+        }
+        let finding = Finding {
+            priority: AlarmPriority::Medium,
+            onset: self.resets.front().copied(),
+            message: format!(
+                "Pump {pump_id} reset {count} times on low battery voltage within a week, a published sign of an internal short that can stop the pump; check the pump and plan its replacement."
+            ),
+            evidence: evidence([
+                ("low_battery_resets_7d", (count as f64).into()),
+                ("battery_pct", r.battery_pct.into()),
+                ("battery_v", r.battery_v.into()),
+            ]),
+        };
+        self.resets_episode
+            .hold(pump_id, AlarmKind::LowBatteryResets, clock, finding, out);
     }
 }
 
