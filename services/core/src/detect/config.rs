@@ -26,7 +26,8 @@ pub struct DetectorConfig {
     pub pressure_rise_kpa: f64,
     /// Motor stalls are expected during and this long after an MRI.
     pub mri_recovery: Duration,
-    /// Stalls outside the MRI window, within `stall_window`, that raise OCCLUSION.
+    /// Stalls outside the MRI window, within `stall_window`, that raise OCCLUSION. One:
+    /// a stall means therapy stopped, and mild shaft wear stalls only every day or two.
     pub stalls_to_alarm: usize,
     pub stall_window: Duration,
     /// LOW_RESERVOIR priority: HIGH when projected empty within this (drugs with a
@@ -50,7 +51,7 @@ impl Default for DetectorConfig {
             small_reservoir_max_ml: 20.0,
             pressure_rise_kpa: 8.0,
             mri_recovery: Duration::hours(24),
-            stalls_to_alarm: 2,
+            stalls_to_alarm: 1,
             stall_window: Duration::hours(24),
             reservoir_urgent_within: Duration::days(2),
             reservoir_prompt_within: Duration::days(7),

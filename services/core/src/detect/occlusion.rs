@@ -29,8 +29,14 @@ const BASELINE_REFRESH_S: i64 = 6 * 3_600;
 /// over hours, and its tail plus the daily swing and sensor noise still crossed the
 /// threshold 5-7 h after a bolus in simulated noisy fleets.
 const BOLUS_SETTLE: Duration = Duration::hours(4);
-/// Consecutive evaluations above the threshold before raising.
+/// A stall-raised episode clears only after this long without an unexplained stall.
+const STALL_QUIET: Duration = Duration::days(7);
+/// Consecutive evaluations above the threshold before raising, and how long the rise
+/// must have held: a clinician bolus's decaying tail or a burst of sensor noise passes
+/// within hours, an occlusion does not (two readings alone were 15 minutes at a fast
+/// cadence).
 const CONFIRMATIONS: u32 = 2;
+const CONFIRM_FOR: Duration = Duration::hours(4);
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct OcclusionRule {
@@ -42,9 +48,14 @@ pub(super) struct OcclusionRule {
     #[serde(skip)]
     scratch: Vec<f64>,
     above: u32,
+    /// When the current run of evaluations above the threshold began.
+    above_since: Option<DateTime<Utc>>,
     last_clinician_bolus: Option<DateTime<Utc>>,
     last_mri_end: Option<DateTime<Utc>>,
     stalls: VecDeque<DateTime<Utc>>,
+    /// The latest stall no MRI explains: wear stalls come days apart, so an episode
+    /// they raised is cleared only after `STALL_QUIET` without one.
+    last_stall: Option<DateTime<Utc>>,
     /// A refill found more drug left than expected; holds until a normal refill.
     discrepancy_ml: Option<f64>,
     patient_boluses: VecDeque<DateTime<Utc>>,
@@ -73,6 +84,7 @@ impl OcclusionRule {
             .is_some_and(|end| stall.at <= end + config.mri_recovery);
         if !explained {
             self.stalls.push_back(stall.at);
+            self.last_stall = Some(self.last_stall.map_or(stall.at, |t| t.max(stall.at)));
         }
         while self
             .stalls
@@ -163,7 +175,15 @@ impl OcclusionRule {
         let rise = self.pressure_rise(r);
         let pressure_high = rise.is_some_and(|(d, _)| d > config.pressure_rise_kpa);
         self.above = if pressure_high { self.above + 1 } else { 0 };
-        let pressure_alarm = self.above >= CONFIRMATIONS;
+        self.above_since = if pressure_high {
+            Some(self.above_since.unwrap_or(r.measured_at))
+        } else {
+            None
+        };
+        let pressure_alarm = self.above >= CONFIRMATIONS
+            && self
+                .above_since
+                .is_some_and(|t| r.measured_at - t >= CONFIRM_FOR);
         let stalls = self
             .stalls
             .iter()
@@ -173,7 +193,10 @@ impl OcclusionRule {
         let discrepancy = self.discrepancy_ml;
 
         if !(pressure_alarm || stall_alarm || discrepancy.is_some()) {
-            let quiet = rise.is_none_or(|(d, _)| d < config.pressure_rise_kpa / 2.0) && stalls == 0;
+            let quiet = rise.is_none_or(|(d, _)| d < config.pressure_rise_kpa / 2.0)
+                && self
+                    .last_stall
+                    .is_none_or(|t| r.measured_at - t >= STALL_QUIET);
             if quiet && self.episode.is_open() {
                 let since = *self.normal_since.get_or_insert(r.measured_at);
                 if r.measured_at - since >= Duration::hours(48) {
