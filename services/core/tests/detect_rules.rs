@@ -227,3 +227,65 @@ fn silence_raises_telemetry_lost_and_a_backlog_clears_it_without_flapping() {
     );
     assert!(events.iter().all(|e| e.pump_id != "other"));
 }
+
+#[test]
+fn one_unexplained_stall_raises_and_wear_stalls_days_apart_do_not_repeat() {
+    let mut d = Detector::new(DetectorConfig::default());
+    // Mild shaft wear: a stall every three days, for two weeks.
+    let events = run(&mut d, "wear", 0, 24 * 14, |r, h| {
+        if h % 72 == 5 {
+            r.events.push(PumpEvent::MotorStall(MotorStall {
+                at: r.measured_at,
+                duration_s: 600,
+            }));
+        }
+    });
+    let occ = raised(&events, AlarmKind::Occlusion);
+    assert_eq!(occ.len(), 1, "raised at the first stall, once: {events:?}");
+    assert_eq!(occ[0].detected_at, t0() + Duration::hours(5));
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.kind == AlarmKind::Occlusion && e.state == AlarmState::Cleared),
+        "cleared between stalls"
+    );
+    // A week with no stall: over.
+    let later = run(&mut d, "wear", 24 * 14, 24 * 10, |_, _| {});
+    assert!(
+        later
+            .iter()
+            .any(|e| e.kind == AlarmKind::Occlusion && e.state == AlarmState::Cleared)
+    );
+}
+
+#[test]
+fn a_pressure_rise_must_hold_for_hours() {
+    let mut d = Detector::new(DetectorConfig::default());
+    // Eight days of baseline, then three hours 20 kPa up, then back.
+    let brief = run(&mut d, "brief", 0, 24 * 10, |r, h| {
+        if (24 * 8..24 * 8 + 3).contains(&h) {
+            r.catheter_pressure_kpa = Some(60.0);
+        }
+    });
+    assert!(raised(&brief, AlarmKind::Occlusion).is_empty(), "{brief:?}");
+}
+
+#[test]
+fn repeated_low_battery_resets_are_their_own_alarm() {
+    let mut d = Detector::new(DetectorConfig::default());
+    let events = run(&mut d, "short", 0, 24 * 4, |r, h| {
+        if h == 10 || h == 40 {
+            r.events
+                .push(PumpEvent::LowBatteryReset(fleet_core::LowBatteryReset {
+                    at: r.measured_at,
+                }));
+        }
+    });
+    let resets = raised(&events, AlarmKind::LowBatteryResets);
+    assert_eq!(resets.len(), 1, "{events:?}");
+    assert_eq!(resets[0].detected_at, t0() + Duration::hours(40));
+    assert!(
+        raised(&events, AlarmKind::BatteryEol).is_empty(),
+        "ERI is not near"
+    );
+}
