@@ -259,3 +259,18 @@ pub async fn metric(port: u16, name: &str) -> Option<f64> {
         (series == name).then(|| value.trim().parse().ok())?
     })
 }
+
+/// Waits until something accepts TCP connections on loopback `port`, bounded.
+pub async fn wait_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if tokio::time::Instant::now() >= deadline {
+            bail!("nothing listening on port {port} within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}

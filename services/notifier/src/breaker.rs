@@ -1,7 +1,9 @@
-//! A circuit breaker per clinic: after `threshold` consecutive failures its pages are
-//! not attempted for `cool_down`; then one page is let through, and its outcome closes
-//! or reopens the circuit. One dead clinic then costs the others nothing: its pages are
-//! not even claimed from the log while the circuit is open.
+//! A circuit breaker per receiver endpoint (a clinic's webhook, its fallback, its
+//! escalation receiver): after `threshold` consecutive failures the endpoint is not
+//! attempted for `cool_down`; then one page is let through, and its outcome closes or
+//! reopens the circuit. One dead clinic then costs the others nothing (its pages are not
+//! even claimed while all its endpoints are open), and its own pages go to its fallback
+//! at once instead of each failing against the dead webhook first.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -22,7 +24,7 @@ enum State {
 pub struct Breakers {
     threshold: u32,
     cool_down: Duration,
-    clinics: HashMap<String, State>,
+    circuits: HashMap<String, State>,
 }
 
 impl Breakers {
@@ -30,14 +32,14 @@ impl Breakers {
         Breakers {
             threshold: threshold.max(1),
             cool_down,
-            clinics: HashMap::new(),
+            circuits: HashMap::new(),
         }
     }
 
-    /// Clinics whose pages must not be attempted now.
-    pub fn open_clinics(&mut self, now: Instant) -> Vec<String> {
+    /// Endpoints that must not be attempted now.
+    pub fn open(&mut self, now: Instant) -> Vec<String> {
         let mut open = Vec::new();
-        for (clinic, state) in &mut self.clinics {
+        for (clinic, state) in &mut self.circuits {
             if let State::Open { until } = *state {
                 if now >= until {
                     *state = State::HalfOpen;
@@ -50,14 +52,14 @@ impl Breakers {
     }
 
     pub fn succeeded(&mut self, clinic: &str) {
-        self.clinics
+        self.circuits
             .insert(clinic.to_owned(), State::Closed { failures: 0 });
     }
 
     /// Records a failure; true if this opened the circuit.
     pub fn failed(&mut self, clinic: &str, now: Instant) -> bool {
         let state = self
-            .clinics
+            .circuits
             .entry(clinic.to_owned())
             .or_insert(State::Closed { failures: 0 });
         let failures = match *state {
@@ -77,7 +79,7 @@ impl Breakers {
     }
 
     pub fn is_open(&self, clinic: &str) -> bool {
-        matches!(self.clinics.get(clinic), Some(State::Open { .. }))
+        matches!(self.circuits.get(clinic), Some(State::Open { .. }))
     }
 }
 
@@ -93,7 +95,7 @@ mod tests {
         assert!(!b.failed("dead", t));
         assert!(b.failed("dead", t), "third failure opens");
         b.failed("alive", t);
-        assert_eq!(b.open_clinics(t), vec!["dead".to_owned()]);
+        assert_eq!(b.open(t), vec!["dead".to_owned()]);
     }
 
     #[test]
@@ -111,14 +113,14 @@ mod tests {
         let mut b = Breakers::new(1, Duration::from_secs(10));
         let t = Instant::now();
         assert!(b.failed("c", t));
-        assert_eq!(b.open_clinics(t + Duration::from_secs(5)).len(), 1);
+        assert_eq!(b.open(t + Duration::from_secs(5)).len(), 1);
         // Cool-down over: half-open, the clinic may be tried.
-        assert!(b.open_clinics(t + Duration::from_secs(11)).is_empty());
+        assert!(b.open(t + Duration::from_secs(11)).is_empty());
         // The trial fails: open again at once.
         assert!(b.failed("c", t + Duration::from_secs(11)));
         assert!(b.is_open("c"));
-        assert!(b.open_clinics(t + Duration::from_secs(22)).is_empty());
+        assert!(b.open(t + Duration::from_secs(22)).is_empty());
         b.succeeded("c");
-        assert!(b.open_clinics(t + Duration::from_secs(23)).is_empty());
+        assert!(b.open(t + Duration::from_secs(23)).is_empty());
     }
 }

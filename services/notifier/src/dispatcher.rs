@@ -21,7 +21,9 @@ use crate::deliver::{Clients, deliver};
 use crate::log::{self, Page, Target};
 use crate::metrics::NotifierMetrics;
 
-type Outcome = (Page, Result<String, String>);
+/// A finished attempt: the page, the endpoint and target it went to, and the receipt
+/// or the error.
+type Outcome = (Page, String, Target, Result<String, String>);
 
 #[derive(Debug)]
 pub struct Dispatcher {
@@ -91,11 +93,19 @@ impl Dispatcher {
         if room == 0 {
             return;
         }
-        let open = breakers.open_clinics(Instant::now());
+        let open = breakers.open(Instant::now());
+        let registry = Arc::clone(&self.registry.borrow());
+        // Clinics with no endpoint to try: their pages stay in the log for now.
+        let blocked: Vec<String> = registry
+            .clinics
+            .values()
+            .filter(|c| route(c, Target::Primary, &open).is_none())
+            .map(|c| c.id.clone())
+            .collect();
         // Held long enough for the call and its bookkeeping; a replica that dies with
         // the lease leaves the page to another after it.
         let lease = self.config.deadline + Duration::from_secs(5);
-        let pages = match log::claim(&self.pool, room, &open, lease).await {
+        let pages = match log::claim(&self.pool, room, &blocked, lease).await {
             Ok(pages) => pages,
             Err(e) => {
                 self.metrics.log_errors_total.inc();
@@ -103,7 +113,6 @@ impl Dispatcher {
                 return;
             }
         };
-        let registry = Arc::clone(&self.registry.borrow());
         for page in pages {
             let clinic = registry.clinic(&page.clinic_id).cloned();
             let secret = clinic
@@ -113,30 +122,36 @@ impl Dispatcher {
             let deadline = self.config.deadline;
             let Some(clinic) = clinic else {
                 let why = format!("clinic {} is not in the registry", page.clinic_id);
-                tasks.spawn(async move { (page, Err(why)) });
+                let target = page.target;
+                tasks.spawn(async move { (page, String::new(), target, Err(why)) });
                 continue;
             };
-            let url = endpoint(&clinic, page.target).to_owned();
+            // Every endpoint of the clinic is open: the lease runs out and the page
+            // comes back after the cool-down.
+            let Some((url, target)) = route(&clinic, page.target, &open) else {
+                continue;
+            };
+            let url = url.to_owned();
             let channel = clients.channel(&url, deadline);
             tasks.spawn(async move {
                 let result = match channel {
                     Ok(channel) => deliver(channel, &url, &page, secret.as_bytes(), deadline).await,
                     Err(e) => Err(e),
                 };
-                (page, result)
+                (page, url, target, result)
             });
         }
     }
 
-    async fn record(&self, (page, result): Outcome, breakers: &mut Breakers) {
+    async fn record(&self, (page, url, used, result): Outcome, breakers: &mut Breakers) {
         let registry = Arc::clone(&self.registry.borrow());
         let clinic = registry.clinic(&page.clinic_id);
         let outcome = match result {
             Ok(receipt) => {
-                breakers.succeeded(&page.clinic_id);
+                breakers.succeeded(&url);
                 self.metrics
                     .pages_delivered_total
-                    .with_label_values(&[&page.clinic_id, page.target.name()])
+                    .with_label_values(&[&page.clinic_id, used.name()])
                     .inc();
                 tracing::info!(
                     alarm_id = %page.key.alarm_id,
@@ -144,22 +159,23 @@ impl Dispatcher {
                     escalation = page.key.escalation,
                     clinic = %page.clinic_id,
                     attempt = page.attempts + 1,
+                    target = used.name(),
                     %receipt,
                     "page delivered"
                 );
-                log::delivered(&self.pool, &page.key, &receipt).await
+                log::delivered(&self.pool, &page.key, &receipt, used).await
             }
             Err(error) => {
                 self.metrics
                     .attempts_failed_total
                     .with_label_values(&[&page.clinic_id])
                     .inc();
-                if breakers.failed(&page.clinic_id, Instant::now()) {
+                if !url.is_empty() && breakers.failed(&url, Instant::now()) {
                     self.metrics
                         .breaker_opened_total
                         .with_label_values(&[&page.clinic_id])
                         .inc();
-                    tracing::warn!(clinic = %page.clinic_id, "circuit opened: pausing pages to this clinic");
+                    tracing::warn!(clinic = %page.clinic_id, endpoint = %url, "circuit opened: pausing pages to this endpoint");
                 }
                 let attempts = page.attempts + 1;
                 let past_bound = attempts >= self.config.fallback_after;
@@ -216,9 +232,11 @@ impl Dispatcher {
     }
 }
 
-fn endpoint(clinic: &Clinic, target: Target) -> &str {
-    match target {
-        Target::Primary => &clinic.webhook,
+/// Where a page for `target` goes now: its own endpoint, or the clinic's fallback when
+/// that endpoint's circuit is open; `None` when neither may be tried.
+fn route<'c>(clinic: &'c Clinic, target: Target, open: &[String]) -> Option<(&'c str, Target)> {
+    let preferred = match target {
+        Target::Primary => clinic.webhook.as_str(),
         Target::Escalation => clinic
             .escalation_webhook
             .as_deref()
@@ -227,5 +245,59 @@ fn endpoint(clinic: &Clinic, target: Target) -> &str {
             .fallback_webhook
             .as_deref()
             .unwrap_or(&clinic.webhook),
+    };
+    let is_open = |url: &str| open.iter().any(|o| o == url);
+    if !is_open(preferred) {
+        return Some((preferred, target));
+    }
+    clinic
+        .fallback_webhook
+        .as_deref()
+        .filter(|fallback| !is_open(fallback))
+        .map(|fallback| (fallback, Target::Fallback))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn clinic(fallback: Option<&str>) -> Clinic {
+        Clinic {
+            id: "c".into(),
+            name: "C".into(),
+            webhook: "http://primary".into(),
+            escalation_after: Duration::from_secs(60),
+            escalation_webhook: Some("http://oncall".into()),
+            fallback_webhook: fallback.map(Into::into),
+            signing_secret: None,
+        }
+    }
+
+    #[test]
+    fn pages_go_to_their_own_endpoint_while_it_is_closed() {
+        let c = clinic(Some("http://fallback"));
+        assert_eq!(
+            route(&c, Target::Primary, &[]),
+            Some(("http://primary", Target::Primary))
+        );
+        assert_eq!(
+            route(&c, Target::Escalation, &[]),
+            Some(("http://oncall", Target::Escalation))
+        );
+    }
+
+    #[test]
+    fn an_open_endpoint_sends_pages_to_the_fallback() {
+        let c = clinic(Some("http://fallback"));
+        let open = vec!["http://primary".to_owned()];
+        assert_eq!(
+            route(&c, Target::Primary, &open),
+            Some(("http://fallback", Target::Fallback))
+        );
+        let both = vec!["http://primary".to_owned(), "http://fallback".to_owned()];
+        assert_eq!(route(&c, Target::Primary, &both), None);
+        assert_eq!(route(&clinic(None), Target::Primary, &open), None);
     }
 }

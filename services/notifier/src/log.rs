@@ -206,17 +206,23 @@ pub async fn claim(
     Ok(pages.into_iter().map(|(_, p)| p).collect())
 }
 
-/// The clinic accepted the page.
-pub async fn delivered(pool: &PgPool, key: &PageKey, receipt_id: &str) -> Result<(), sqlx::Error> {
+/// The receiver at `target` accepted the page.
+pub async fn delivered(
+    pool: &PgPool,
+    key: &PageKey,
+    receipt_id: &str,
+    target: Target,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE page SET status = 'delivered', receipt_id = $4, delivered_at = now(),
-             attempts = attempts + 1, lease_until = NULL, last_error = NULL
+             attempts = attempts + 1, lease_until = NULL, last_error = NULL, target = $5
          WHERE alarm_id = $1 AND revision = $2 AND escalation = $3",
     )
     .bind(&key.alarm_id)
     .bind(key.revision)
     .bind(key.escalation)
     .bind(receipt_id)
+    .bind(target.name())
     .execute(pool)
     .await?;
     Ok(())
