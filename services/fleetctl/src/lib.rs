@@ -1,4 +1,5 @@
 //! The operator CLI's commands, as a library so tests can run them in-process.
 
 pub mod readings;
+pub mod receiver;
 pub mod stack;

@@ -1,11 +1,14 @@
 //! `fleetctl`: the operator's command line. Parsing and exit codes live here; the
 //! commands themselves are in the library so tests call them directly.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use fleet_runtime::Endpoints;
+use fleetctl::receiver::{ReceiverConfig, Secret};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,6 +35,33 @@ enum Command {
         #[command(subcommand)]
         command: StackCommand,
     },
+    /// Run a reference clinic AlarmReceiver (gRPC): verify each page's signature,
+    /// deduplicate on (alarm_id, revision, escalation), append new pages to a JSON Lines
+    /// file (fsynced before the receipt). Stops on SIGTERM or Ctrl-C.
+    Receiver(ReceiverArgs),
+}
+
+#[derive(Debug, Args)]
+struct ReceiverArgs {
+    /// Address to serve on. Port 0 picks a free port; the bound address is printed on
+    /// stderr as `listening on ADDR`.
+    #[arg(long, default_value = fleetctl::receiver::DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// JSON Lines file the pages are appended to; read back on start, so deduplication
+    /// survives a restart.
+    #[arg(long)]
+    out: PathBuf,
+    /// Secret shared with the fleet for page signatures (x-fleet-signature). Prefer the
+    /// environment variable: command lines are visible to other users.
+    #[arg(long, env = "FLEET_RECEIVER_SECRET", hide_env_values = true)]
+    secret: Secret,
+    /// This clinic's id: pages addressed to another clinic are refused as misrouted.
+    #[arg(long)]
+    clinic_id: Option<String>,
+    /// Wait this long before answering each request (after recording the page), to
+    /// play a slow clinic in tests, e.g. `2s`.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    delay: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,6 +95,7 @@ fn main() -> ExitCode {
         } => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(fleetctl::stack::print_status(&cli.endpoints))),
+        Command::Receiver(args) => run_receiver(args).map(|()| true),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
@@ -74,4 +105,19 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_CANNOT_RUN)
         }
     }
+}
+
+fn run_receiver(args: ReceiverArgs) -> anyhow::Result<()> {
+    let config = ReceiverConfig {
+        listen: args.listen,
+        out: args.out,
+        secret: args.secret,
+        clinic_id: args.clinic_id,
+        delay: args.delay,
+    };
+    tokio::runtime::Runtime::new()?.block_on(async {
+        // Inside the runtime: the signal watcher is a task.
+        let shutdown = fleet_runtime::shutdown::on_signal();
+        fleetctl::receiver::serve(config, shutdown).await
+    })
 }
