@@ -2,4 +2,5 @@
 
 pub mod readings;
 pub mod receiver;
+pub mod registry;
 pub mod stack;

@@ -35,6 +35,11 @@ enum Command {
         #[command(subcommand)]
         command: StackCommand,
     },
+    /// The registry (contract §5) in PostgreSQL.
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
     /// Run a reference clinic AlarmReceiver (gRPC): verify each page's signature,
     /// deduplicate on (alarm_id, revision, escalation), append new pages to a JSON Lines
     /// file (fsynced before the receipt). Stops on SIGTERM or Ctrl-C.
@@ -59,7 +64,7 @@ struct ReceiverArgs {
     #[arg(long)]
     clinic_id: Option<String>,
     /// Wait this long before answering each request (after recording the page), to
-    /// play a slow clinic in tests, e.g. `2s`.
+    /// play a slow clinic in tests, e.g. `2s`. Duplicates are answered at once.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     delay: Duration,
 }
@@ -70,6 +75,20 @@ enum ReadingsCommand {
     Validate {
         /// JSON Lines file, plain or gzip; `-` reads standard input.
         file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RegistryCommand {
+    /// Load a registry file: checked whole first (unknown keys, duplicates, dangling
+    /// references are rejected with their line, exit 1), then applied in one
+    /// transaction. Importing the same file twice changes nothing.
+    Import {
+        file: PathBuf,
+        /// Also remove clinics and pumps that are not in the file (without it they are
+        /// kept: a partial file must not silently unassign pumps).
+        #[arg(long)]
+        prune: bool,
     },
 }
 
@@ -95,6 +114,9 @@ fn main() -> ExitCode {
         } => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(fleetctl::stack::print_status(&cli.endpoints))),
+        Command::Registry {
+            command: RegistryCommand::Import { file, prune },
+        } => import_registry(&cli.endpoints.database_url, &file, prune),
         Command::Receiver(args) => run_receiver(args).map(|()| true),
     };
     match outcome {
@@ -104,6 +126,28 @@ fn main() -> ExitCode {
             eprintln!("fleetctl: {e:#}");
             ExitCode::from(EXIT_CANNOT_RUN)
         }
+    }
+}
+
+/// `Ok(false)` (exit 1) for a bad file, `Err` (exit 2) when it could not run.
+fn import_registry(
+    database_url: &str,
+    file: &std::path::Path,
+    prune: bool,
+) -> anyhow::Result<bool> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    match runtime.block_on(fleetctl::registry::import_file(
+        database_url,
+        file,
+        prune,
+        std::io::stdout().lock(),
+    )) {
+        Ok(_) => Ok(true),
+        Err(fleetctl::registry::ImportError::File { path, source }) => {
+            eprintln!("fleetctl: registry rejected, nothing imported: {path}: {source}");
+            Ok(false)
+        }
+        Err(fleetctl::registry::ImportError::CannotRun(e)) => Err(e),
     }
 }
 

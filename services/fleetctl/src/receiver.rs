@@ -258,7 +258,11 @@ struct Pager {
 }
 
 impl Pager {
-    async fn handle(&self, request: Request<AlarmNotification>) -> Result<DeliveryReceipt, Status> {
+    /// Records the page; the receipt, and whether the page was new.
+    async fn handle(
+        &self,
+        request: Request<AlarmNotification>,
+    ) -> Result<(DeliveryReceipt, bool), Status> {
         let peer = request
             .remote_addr()
             .map_or_else(|| "unknown peer".to_owned(), |a| a.to_string());
@@ -305,7 +309,7 @@ impl Pager {
         })
         .await
         .map_err(|e| Status::internal(format!("recording task failed: {e}")))??;
-        let receipt_id = match outcome {
+        let (receipt_id, new) = match outcome {
             (Recorded::New(receipt_id), page) => {
                 tracing::info!(
                     %peer,
@@ -318,7 +322,7 @@ impl Pager {
                     %receipt_id,
                     "page recorded"
                 );
-                receipt_id
+                (receipt_id, true)
             }
             (Recorded::Duplicate(receipt_id), page) => {
                 tracing::info!(
@@ -327,13 +331,16 @@ impl Pager {
                     %receipt_id,
                     "duplicate page, answered with its first receipt"
                 );
-                receipt_id
+                (receipt_id, false)
             }
         };
-        Ok(DeliveryReceipt {
-            accepted: true,
-            receipt_id,
-        })
+        Ok((
+            DeliveryReceipt {
+                accepted: true,
+                receipt_id,
+            },
+            new,
+        ))
     }
 
     /// The signature covers the page's protobuf bytes; prost re-encodes a decoded page
@@ -367,12 +374,13 @@ impl AlarmReceiver for Pager {
         request: Request<AlarmNotification>,
     ) -> Result<Response<DeliveryReceipt>, Status> {
         let answer = self.handle(request).await;
-        // After recording, not before: a slow clinic that has the page but whose receipt
-        // arrives too late is the case the sender's retries and our deduplication are for.
-        if !self.delay.is_zero() {
+        // After recording a new page, not before: a slow clinic that has the page but
+        // whose receipt arrives too late is the case the sender's retries and our
+        // deduplication are for; the retry, a duplicate, is answered at once.
+        if matches!(answer, Ok((_, true))) && !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
-        answer.map(Response::new)
+        answer.map(|(receipt, _)| Response::new(receipt))
     }
 }
 
