@@ -96,6 +96,7 @@ impl Run {
             ])
             .args(["--retry-initial", "100ms", "--retry-max", "1s"])
             .args(["--poll", "100ms", "--registry-refresh", "1s"])
+            .args(["--session-timeout", "6s"])
             .args(extra);
         Service::spawn(
             "fleet-notifier",
@@ -150,6 +151,20 @@ impl Run {
         text.lines()
             .map(|l| serde_json::from_str(l).expect("receiver lines are JSON"))
             .collect()
+    }
+
+    /// The warnings and errors of a service's log, for a failing test's output.
+    fn problems(&self, log: &str) -> String {
+        let text = std::fs::read_to_string(self.path(log)).unwrap_or_default();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.contains("WARN")
+                    || l.contains("ERROR")
+                    || std::env::var_os("PAGING_LOG_ALL").is_some()
+            })
+            .collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
     fn log_count(&self, log: &str, needle: &str) -> usize {
@@ -454,7 +469,12 @@ async fn a_killed_notifier_loses_no_page() {
         events.len(),
         pages.len()
     );
-    assert_eq!(pages.len(), events.len(), "no page lost");
+    assert_eq!(
+        pages.len(),
+        events.len(),
+        "no page lost; notifier after restart:\n{}",
+        run.problems("notifier-1.log")
+    );
     assert_eq!(order_per_pump(&pages), expected_order(&events));
     // A page accepted in the instant before the kill, whose receipt was not yet in the
     // log, is sent again (at-least-once); only those, at most one per pump in flight.

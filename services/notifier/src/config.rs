@@ -14,6 +14,10 @@ pub struct NotifierConfig {
     /// Consumer group on the alarms topic; replicas in one group share it.
     #[arg(long, env = "FLEET_NOTIFIER_GROUP", default_value = "fleet-notifier")]
     pub group: String,
+    /// How long the group waits for a replica that stopped heartbeating (a crash)
+    /// before handing its partitions to the others.
+    #[arg(long, env = "FLEET_NOTIFIER_SESSION_TIMEOUT", default_value = "6s", value_parser = humantime::parse_duration)]
+    pub session_timeout: std::time::Duration,
     /// Secret pages are signed with, for clinics without their own `signing_secret`.
     /// The default is for the local stack only, and is logged as such.
     #[arg(

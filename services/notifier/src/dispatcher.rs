@@ -175,7 +175,13 @@ impl Dispatcher {
                         .breaker_opened_total
                         .with_label_values(&[&page.clinic_id])
                         .inc();
-                    tracing::warn!(clinic = %page.clinic_id, endpoint = %url, "circuit opened: pausing pages to this endpoint");
+                    // A clinic's receiver that keeps failing is an operator's problem
+                    // now, whether or not a fallback takes its pages meanwhile.
+                    self.metrics
+                        .operator_alarms_total
+                        .with_label_values(&[&page.clinic_id])
+                        .inc();
+                    tracing::error!(clinic = %page.clinic_id, endpoint = %url, %error, "OPERATOR ALARM: circuit opened, this clinic endpoint keeps failing; its pages go to the fallback if there is one");
                 }
                 let attempts = page.attempts + 1;
                 let past_bound = attempts >= self.config.fallback_after;

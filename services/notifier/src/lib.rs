@@ -67,7 +67,19 @@ pub async fn run(config: NotifierConfig, shutdown: CancellationToken) -> anyhow:
     )
     .await
     .context("loading the registry")?;
-    let consumer: StreamConsumer = consumer_config(brokers, &config.group).create()?;
+    let consumer: StreamConsumer = consumer_config(brokers, &config.group)
+        .set(
+            "session.timeout.ms",
+            config.session_timeout.as_millis().to_string(),
+        )
+        // Three heartbeats per session, as Kafka recommends.
+        .set(
+            "heartbeat.interval.ms",
+            (config.session_timeout.as_millis() / 3)
+                .max(100)
+                .to_string(),
+        )
+        .create()?;
     consumer
         .subscribe(&[&topics.alarms])
         .with_context(|| format!("subscribing to {}", topics.alarms))?;

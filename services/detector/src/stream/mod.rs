@@ -80,6 +80,13 @@ pub async fn run(config: StreamConfig, shutdown: CancellationToken) -> anyhow::R
             "session.timeout.ms",
             config.session_timeout.as_millis().to_string(),
         )
+        // Three heartbeats per session, as Kafka recommends.
+        .set(
+            "heartbeat.interval.ms",
+            (config.session_timeout.as_millis() / 3)
+                .max(100)
+                .to_string(),
+        )
         .create_with_context(RebalanceLog::default())?;
     consumer
         .subscribe(&[&topics.readings])
