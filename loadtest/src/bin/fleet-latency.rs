@@ -78,6 +78,10 @@ async fn main() -> anyhow::Result<()> {
                 .env("FLEET_DATABASE_URL", &database_url)
                 .env("FLEET_SIGNING_SECRET", SECRET)
                 .env("FLEET_TOPIC_SUFFIX", &run)
+                // Under this load the local broker answers heartbeats slowly; a short
+                // session would make the groups rebalance mid-measurement.
+                .env("FLEET_DETECTOR_SESSION_TIMEOUT", "15s")
+                .env("FLEET_NOTIFIER_SESSION_TIMEOUT", "15s")
                 .args(args)
                 .args(["--metrics-addr", &format!("127.0.0.1:{port}")]),
             &dir.join(format!("{name}.log")),

@@ -16,7 +16,7 @@ pub struct NotifierConfig {
     pub group: String,
     /// How long the group waits for a replica that stopped heartbeating (a crash)
     /// before handing its partitions to the others.
-    #[arg(long, env = "FLEET_NOTIFIER_SESSION_TIMEOUT", default_value = "6s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "FLEET_NOTIFIER_SESSION_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub session_timeout: std::time::Duration,
     /// Secret pages are signed with, for clinics without their own `signing_secret`.
     /// The default is for the local stack only, and is logged as such.

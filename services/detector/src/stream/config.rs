@@ -30,7 +30,7 @@ pub struct StreamConfig {
     /// How long the group waits for a replica that stopped heartbeating (a crash)
     /// before handing its partitions to the others. Shorter means a faster takeover,
     /// and a greater risk of a needless rebalance during a long pause.
-    #[arg(long, env = "FLEET_DETECTOR_SESSION_TIMEOUT", default_value = "6s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "FLEET_DETECTOR_SESSION_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub session_timeout: Duration,
     /// Attempts to claim a partition's checkpoint (database down) before the replica
     /// gives up and exits, to be restarted by its supervisor.
