@@ -332,7 +332,7 @@ async fn a_dead_clinic_does_not_delay_another_and_goes_to_its_fallback() {
         harness::free_port().expect("port"),
     );
     let mut pumps = fleet(3, "alive");
-    pumps.extend(fleet(6, "dead").into_iter().skip(3).map(|(p, c)| (p, c)));
+    pumps.extend(fleet(6, "dead").into_iter().skip(3));
     let clinics = [
         Clinic {
             id: "alive",
