@@ -274,3 +274,20 @@ pub async fn wait_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The repository's smoke scenario (the shared one, copied in as test data).
+pub const SMOKE_SCENARIO: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../services/core/tests/data/smoke.readings.jsonl.gz"
+);
+
+/// A healthy simulated fleet (one pump per gateway) reporting hourly until an hour ago:
+/// load that raises no alarm, even once a probe moves the detector's clock to now.
+pub fn healthy_fleet(gateways: usize, per_gateway: usize) -> Vec<Reading> {
+    use fleet_simulator::{FaultMix, Fleet, FleetSpec};
+    let end = chrono::Utc::now() - chrono::Duration::hours(1);
+    let start = end - chrono::Duration::hours(per_gateway as i64);
+    let mut fleet =
+        Fleet::new(FleetSpec::new(7, gateways, start, end).with_faults(FaultMix::none()));
+    fleet.advance_until(end)
+}

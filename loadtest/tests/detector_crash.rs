@@ -16,10 +16,7 @@ use fleet_loadtest::harness::{self, Service, StackEnv};
 use fleet_loadtest::kafka_count;
 use rdkafka::message::Message;
 
-const SMOKE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../services/core/tests/data/smoke.readings.jsonl.gz"
-);
+const SMOKE: &str = harness::SMOKE_SCENARIO;
 
 struct Run {
     env: StackEnv,

@@ -14,10 +14,7 @@ use std::time::Duration;
 use fleet_loadtest::harness::{self, Service, StackEnv};
 use fleet_loadtest::kafka_count::{self, Arrivals};
 
-const SMOKE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../services/core/tests/data/smoke.readings.jsonl.gz"
-);
+const SMOKE: &str = harness::SMOKE_SCENARIO;
 
 /// One isolated run: a suffix for topics and client ids, a scratch directory.
 struct Run {

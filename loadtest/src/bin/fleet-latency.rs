@@ -58,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
         .keep();
     eprintln!("logs and data in {}", dir.display());
 
-    let background = healthy_fleet(cli.gateways, cli.readings_per_gateway);
+    let background = harness::healthy_fleet(cli.gateways, cli.readings_per_gateway);
     let probes: Vec<String> = (0..cli.probes).map(|i| format!("PROBE-{i:05}")).collect();
     let receiver_port = harness::free_port()?;
     let database_url = fleet_store::testing::fresh_database(&env.database_url, "latency").await?;
@@ -184,17 +184,6 @@ async fn main() -> anyhow::Result<()> {
     }
     std::fs::write(&cli.out, serde_json::to_string_pretty(&result)? + "\n")?;
     Ok(())
-}
-
-/// Healthy pumps reporting hourly until an hour ago (so the detector's clock, moved to
-/// now by the probes, finds nothing wrong with them).
-fn healthy_fleet(gateways: usize, per_gateway: usize) -> Vec<Reading> {
-    use fleet_simulator::{FaultMix, Fleet, FleetSpec};
-    let end = Utc::now() - chrono::Duration::hours(1);
-    let start = end - chrono::Duration::hours(per_gateway as i64);
-    let mut fleet =
-        Fleet::new(FleetSpec::new(7, gateways, start, end).with_faults(FaultMix::none()));
-    fleet.advance_until(end)
 }
 
 /// Every pump, background and probe, followed by one clinic: the receiver.

@@ -55,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
         .keep();
     eprintln!("logs and data in {}", dir.display());
 
-    let readings = fleet_readings(cli.gateways, cli.readings_per_gateway);
+    let readings = harness::healthy_fleet(cli.gateways, cli.readings_per_gateway);
     let sample_bytes = fleet_core::protobuf::encode_reading(&readings[0]).len();
     eprintln!(
         "{} readings from {} gateways ({} bytes each as protobuf)",
@@ -93,15 +93,6 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// `gateways` simulated pumps, `per_gateway` readings each, all healthy and recent.
-fn fleet_readings(gateways: usize, per_gateway: usize) -> Vec<Reading> {
-    use fleet_simulator::{FaultMix, Fleet, FleetSpec};
-    let end = Utc::now() - chrono::Duration::hours(1);
-    let start = end - chrono::Duration::hours(per_gateway as i64);
-    let mut fleet =
-        Fleet::new(FleetSpec::new(7, gateways, start, end).with_faults(FaultMix::none()));
-    fleet.advance_until(end)
-}
-
 /// One publisher, one subscriber, QoS 1, through the same broker: messages/s received.
 async fn raw_mqtt(url: &str, run: &str, messages: usize, bytes: usize) -> anyhow::Result<f64> {
     let topic = format!("bench/{run}/raw");

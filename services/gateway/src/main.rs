@@ -111,8 +111,7 @@ async fn main() -> anyhow::Result<()> {
         metrics.readiness.clone(),
         shutdown.clone(),
     )
-    .await
-    .with_context(|| format!("serving metrics on {}", cli.metrics_addr))?;
+    .await?;
     tracing::info!(metrics = %addr, "gateway process running");
 
     if let Some(path) = &cli.replay {

@@ -37,12 +37,8 @@ pub struct IngestConfig {
     /// How often end-to-end acks are sent to gateways (one message per gateway).
     #[arg(long, env = "FLEET_INGEST_ACK_INTERVAL", default_value = "200ms", value_parser = humantime::parse_duration)]
     pub ack_interval: Duration,
-    /// Partitions for the topics this service creates if they are missing.
-    #[arg(long, env = "FLEET_KAFKA_PARTITIONS", default_value_t = 6)]
-    pub partitions: i32,
-    /// Suffix for topic names (tests run in isolation with their own topics).
-    #[arg(long, env = "FLEET_TOPIC_SUFFIX")]
-    pub topic_suffix: Option<String>,
+    #[command(flatten)]
+    pub topic_args: fleet_kafka::TopicArgs,
     /// Where `/metrics` and `/healthz` are served.
     #[arg(
         long,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::pairing;
 use fleet_core::gateway_protocol::{EndToEndAck, INGEST_SHARED_SUBSCRIPTION, acks_topic};
-use fleet_kafka::{DeadLetter, FleetProducer, Topics, ensure_topic};
+use fleet_kafka::{DeadLetter, FleetProducer};
 use fleet_runtime::Backoff;
 use fleet_runtime::serve::Readiness;
 use fleet_store::registry::RegistryWatch as Pairing;
@@ -52,16 +52,12 @@ struct Handled {
 /// Runs one replica until `shutdown` is cancelled, then winds down in order: stop
 /// taking messages, finish in-flight ones, send their acks, flush Kafka, disconnect.
 pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let topics = config
-        .topic_suffix
-        .as_deref()
-        .map_or_else(Topics::default, Topics::with_suffix);
+    let topics = config.topic_args.topics();
     let brokers = &config.endpoints.kafka_brokers;
-    for topic in [&topics.readings, &topics.dead_letter] {
-        ensure_topic(brokers, topic, config.partitions)
-            .await
-            .with_context(|| format!("creating topic {topic} on {brokers}"))?;
-    }
+    config
+        .topic_args
+        .ensure(brokers, &[&topics.readings, &topics.dead_letter])
+        .await?;
     let producer = FleetProducer::new(brokers, topics)?;
     let metrics = IngestMetrics::new();
     let pairing = match &config.registry_file {
@@ -91,8 +87,7 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::R
         readiness.clone(),
         shutdown.clone(),
     )
-    .await
-    .with_context(|| format!("serving metrics on {}", config.metrics_addr))?;
+    .await?;
 
     let mut options = fleet_runtime::mqtt_options(&config.endpoints.mqtt_url, &config.client_id)?;
     options

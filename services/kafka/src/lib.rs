@@ -147,6 +147,36 @@ impl Topics {
     }
 }
 
+/// The topic flags every service shares: how many partitions a topic it creates gets,
+/// and a name suffix (tests run in isolation with their own topics).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TopicArgs {
+    /// Partitions for the topics this service creates if they are missing.
+    #[arg(long, env = "FLEET_KAFKA_PARTITIONS", default_value_t = 6)]
+    pub partitions: i32,
+    /// Suffix for topic names (tests run in isolation with their own topics).
+    #[arg(long, env = "FLEET_TOPIC_SUFFIX")]
+    pub topic_suffix: Option<String>,
+}
+
+impl TopicArgs {
+    pub fn topics(&self) -> Topics {
+        self.topic_suffix
+            .as_deref()
+            .map_or_else(Topics::default, Topics::with_suffix)
+    }
+
+    /// Creates each of `topics` that does not exist yet.
+    pub async fn ensure(&self, brokers: &str, topics: &[&str]) -> anyhow::Result<()> {
+        for topic in topics {
+            ensure_topic(brokers, topic, self.partitions)
+                .await
+                .map_err(|e| anyhow::anyhow!("creating topic {topic} on {brokers}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
 /// Input that was rejected, kept with everything needed to understand or replay it.
 ///
 /// On the wire: the record's value is the raw payload, byte for byte (cut to

@@ -54,12 +54,8 @@ pub struct NotifierConfig {
     /// How often the registry's version is polled.
     #[arg(long, env = "FLEET_NOTIFIER_REGISTRY_REFRESH", default_value = "10s", value_parser = humantime::parse_duration)]
     pub registry_refresh: Duration,
-    /// Partitions for the topics this service creates if they are missing.
-    #[arg(long, env = "FLEET_KAFKA_PARTITIONS", default_value_t = 6)]
-    pub partitions: i32,
-    /// Suffix for topic names (tests run in isolation with their own topics).
-    #[arg(long, env = "FLEET_TOPIC_SUFFIX")]
-    pub topic_suffix: Option<String>,
+    #[command(flatten)]
+    pub topic_args: fleet_kafka::TopicArgs,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     #[arg(
         long,

@@ -19,7 +19,7 @@ pub mod metrics;
 use std::sync::Arc;
 
 use anyhow::Context;
-use fleet_kafka::{Topics, consumer_config, ensure_topic};
+use fleet_kafka::consumer_config;
 use fleet_runtime::serve::{Readiness, serve_metrics};
 use fleet_store::registry::WatchMetrics;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -38,21 +38,15 @@ pub async fn run(config: NotifierConfig, shutdown: CancellationToken) -> anyhow:
         readiness.clone(),
         shutdown.clone(),
     )
-    .await
-    .with_context(|| format!("serving metrics on {}", config.metrics_addr))?;
+    .await?;
     if config.signing_secret == "local-development-signing-secret" {
         tracing::warn!(
             "pages are signed with the local development secret: set FLEET_SIGNING_SECRET"
         );
     }
-    let topics = config
-        .topic_suffix
-        .as_deref()
-        .map_or_else(Topics::default, Topics::with_suffix);
+    let topics = config.topic_args.topics();
     let brokers = &config.endpoints.kafka_brokers;
-    ensure_topic(brokers, &topics.alarms, config.partitions)
-        .await
-        .with_context(|| format!("creating topic {} on {brokers}", topics.alarms))?;
+    config.topic_args.ensure(brokers, &[&topics.alarms]).await?;
     let pool = fleet_store::connect_with_retry(&config.endpoints.database_url, 20)
         .await
         .context("opening the delivery log database")?;

@@ -34,8 +34,11 @@ pub async fn serve_metrics(
     registry: Registry,
     readiness: Readiness,
     shutdown: CancellationToken,
-) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+) -> anyhow::Result<SocketAddr> {
+    use anyhow::Context;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("serving metrics on {addr}"))?;
     let bound = listener.local_addr()?;
     let app = Router::new()
         .route("/metrics", get(move || metrics(registry.clone())))

@@ -36,12 +36,8 @@ pub struct StreamConfig {
     /// gives up and exits, to be restarted by its supervisor.
     #[arg(long, env = "FLEET_DETECTOR_CLAIM_ATTEMPTS", default_value_t = 12)]
     pub claim_attempts: u32,
-    /// Partitions for the topics this service creates if they are missing.
-    #[arg(long, env = "FLEET_KAFKA_PARTITIONS", default_value_t = 6)]
-    pub partitions: i32,
-    /// Suffix for topic names (tests run in isolation with their own topics).
-    #[arg(long, env = "FLEET_TOPIC_SUFFIX")]
-    pub topic_suffix: Option<String>,
+    #[command(flatten)]
+    pub topic_args: fleet_kafka::TopicArgs,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     #[arg(
         long,

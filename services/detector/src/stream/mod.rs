@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use fleet_core::detect::DetectorConfig;
 use fleet_core::{AlarmEvent, json};
-use fleet_kafka::{DeadLetter, FleetProducer, Topics, consumer_config, ensure_topic};
+use fleet_kafka::{DeadLetter, FleetProducer, Topics, consumer_config};
 use fleet_runtime::backoff::Backoff;
 use fleet_runtime::serve::{Readiness, serve_metrics};
 use futures_util::future::join_all;
@@ -56,20 +56,18 @@ pub async fn run(config: StreamConfig, shutdown: CancellationToken) -> anyhow::R
         readiness.clone(),
         shutdown.clone(),
     )
-    .await
-    .with_context(|| format!("serving metrics on {}", config.metrics_addr))?;
+    .await?;
     tracing::info!(%addr, "metrics, health and readiness served");
 
-    let topics = config
-        .topic_suffix
-        .as_deref()
-        .map_or_else(Topics::default, Topics::with_suffix);
+    let topics = config.topic_args.topics();
     let brokers = &config.endpoints.kafka_brokers;
-    for topic in [&topics.readings, &topics.alarms, &topics.dead_letter] {
-        ensure_topic(brokers, topic, config.partitions)
-            .await
-            .with_context(|| format!("creating topic {topic} on {brokers}"))?;
-    }
+    config
+        .topic_args
+        .ensure(
+            brokers,
+            &[&topics.readings, &topics.alarms, &topics.dead_letter],
+        )
+        .await?;
     let pool = fleet_store::connect_with_retry(&config.endpoints.database_url, 20)
         .await
         .context("opening the checkpoint database")?;
