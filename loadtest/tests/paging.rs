@@ -90,9 +90,17 @@ impl Run {
             .env("RUST_LOG", "info")
             .args(["--topic-suffix", &self.suffix])
             .args(["--group", &format!("notifier-{}", self.suffix)])
+            // The first replica's metrics are the ones tests read.
             .args([
                 "--metrics-addr",
-                &format!("127.0.0.1:{}", self.metrics_port),
+                &format!(
+                    "127.0.0.1:{}",
+                    if generation == 0 {
+                        self.metrics_port
+                    } else {
+                        harness::free_port().expect("port")
+                    }
+                ),
             ])
             .args(["--retry-initial", "100ms", "--retry-max", "1s"])
             .args(["--poll", "100ms", "--registry-refresh", "1s"])
@@ -571,4 +579,38 @@ async fn an_unacknowledged_high_alarm_escalates_until_acknowledged() {
         "MEDIUM escalates once"
     );
     assert_eq!(escalations(&pages, &low.alarm_id), 0, "LOW never escalates");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: scripts/test.sh starts it"]
+async fn two_notifier_replicas_escalate_once_per_interval() {
+    let port = harness::free_port().expect("port");
+    let pumps = [("ITP40-700001".to_owned(), "clinic-r".to_owned())];
+    let clinics = [Clinic {
+        id: "clinic-r",
+        port,
+        fallback_port: None,
+        escalation_after: "1s",
+    }];
+    let run = Run::new("paging_replicas", &clinics, &pairs(&pumps)).await;
+    let _receiver = run.receiver("clinic-r", port, &[]);
+    let _first = run.notifier(0, &[]);
+    let _second = run.notifier(1, &[]);
+    let high = episode("ITP40-700001", AlarmKind::Occlusion, 0, AlarmPriority::High)[0].clone();
+    run.publish(std::slice::from_ref(&high)).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let pages = run.pages("clinic-r");
+    let levels: Vec<u64> = pages
+        .iter()
+        .map(|p| p["escalation"].as_u64().unwrap_or_default())
+        .collect();
+    let duplicates = run.log_count("clinic-r.log", "duplicate page");
+    println!("escalation levels paged: {levels:?}; {duplicates} duplicates at the receiver");
+    assert!(
+        levels.len() >= 4,
+        "the page and at least three escalations in 8 s: {levels:?}"
+    );
+    let expected: Vec<u64> = (0..levels.len() as u64).collect();
+    assert_eq!(levels, expected, "each level once, in order");
+    assert_eq!(duplicates, 0, "no escalation was paged twice");
 }
