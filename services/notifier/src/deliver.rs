@@ -86,3 +86,25 @@ pub async fn deliver(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn https_endpoints_get_tls_and_channels_are_reused() {
+        let mut clients = Clients::default();
+        let deadline = Duration::from_secs(1);
+        clients
+            .channel("https://clinic.example:443", deadline)
+            .expect("a TLS channel for an https endpoint");
+        clients
+            .channel("http://127.0.0.1:50070", deadline)
+            .expect("a plain channel");
+        clients
+            .channel("https://clinic.example:443", deadline)
+            .expect("the same channel again");
+        assert_eq!(clients.channels.len(), 2);
+        assert!(clients.channel("not a url", deadline).is_err());
+    }
+}
