@@ -31,11 +31,9 @@ const BASELINE_REFRESH_S: i64 = 6 * 3_600;
 const BOLUS_SETTLE: Duration = Duration::hours(4);
 /// A stall-raised episode clears only after this long without an unexplained stall.
 const STALL_QUIET: Duration = Duration::days(7);
-/// Consecutive evaluations above the threshold before raising, and how long the rise
-/// must have held: a clinician bolus's decaying tail or a burst of sensor noise passes
-/// within hours, an occlusion does not (two readings alone were 15 minutes at a fast
-/// cadence).
-const CONFIRMATIONS: u32 = 2;
+/// How long the rise must have held, over at least two evaluations (the first starts
+/// the run): a clinician bolus's decaying tail or a burst of sensor noise passes within
+/// hours, an occlusion does not (two readings alone were 15 minutes at a fast cadence).
 const CONFIRM_FOR: Duration = Duration::hours(4);
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -47,7 +45,6 @@ pub(super) struct OcclusionRule {
     /// Reused buffer for medians, not state.
     #[serde(skip)]
     scratch: Vec<f64>,
-    above: u32,
     /// When the current run of evaluations above the threshold began.
     above_since: Option<DateTime<Utc>>,
     last_clinician_bolus: Option<DateTime<Utc>>,
@@ -174,16 +171,14 @@ impl OcclusionRule {
     ) {
         let rise = self.pressure_rise(r);
         let pressure_high = rise.is_some_and(|(d, _)| d > config.pressure_rise_kpa);
-        self.above = if pressure_high { self.above + 1 } else { 0 };
         self.above_since = if pressure_high {
             Some(self.above_since.unwrap_or(r.measured_at))
         } else {
             None
         };
-        let pressure_alarm = self.above >= CONFIRMATIONS
-            && self
-                .above_since
-                .is_some_and(|t| r.measured_at - t >= CONFIRM_FOR);
+        let pressure_alarm = self
+            .above_since
+            .is_some_and(|t| r.measured_at - t >= CONFIRM_FOR);
         let stalls = self
             .stalls
             .iter()

@@ -11,7 +11,7 @@ use sqlx::{PgPool, Row};
 /// The encoding of `detector_pump.state`: postcard of [`PumpState`]. Raise it whenever
 /// `PumpState` changes shape; a build refuses state written in another format rather
 /// than misreading it.
-pub const STATE_FORMAT: i32 = 3;
+pub const STATE_FORMAT: i32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
