@@ -33,6 +33,8 @@ pub enum CheckpointError {
         pump_id: String,
         source: postcard::Error,
     },
+    #[error("partition {partition}: more pumps than a checkpoint can number")]
+    TooManyPumps { partition: i32 },
     #[error(
         "partition {partition}: another detector now owns it (our epoch {epoch} is no longer current)"
     )]
@@ -186,7 +188,10 @@ impl CheckpointStore {
             let mut pump_ids = Vec::with_capacity(unsaved.len());
             let mut states = Vec::with_capacity(unsaved.len());
             for (&ordinal, (pump_id, state)) in unsaved {
-                ordinals.push(i32::try_from(ordinal).unwrap_or(i32::MAX));
+                ordinals.push(
+                    i32::try_from(ordinal)
+                        .map_err(|_| CheckpointError::TooManyPumps { partition })?,
+                );
                 pump_ids.push(pump_id.as_str());
                 states.push(state.as_slice());
             }

@@ -218,7 +218,6 @@ impl Replica {
 
     async fn on_record(&mut self, message: &OwnedMessage) -> anyhow::Result<()> {
         let (partition, offset) = (message.partition(), message.offset());
-        let topic = self.topics.readings.clone();
         let position = self.owned(partition).await?.position(offset);
         match position {
             Position::Seen => {
@@ -235,7 +234,12 @@ impl Replica {
                     "seeking back to the checkpoint"
                 );
                 self.consumer
-                    .seek(&topic, partition, Offset::Offset(next_offset), SEEK_TIMEOUT)
+                    .seek(
+                        &self.topics.readings,
+                        partition,
+                        Offset::Offset(next_offset),
+                        SEEK_TIMEOUT,
+                    )
                     .with_context(|| format!("seeking partition {partition} to {next_offset}"))?;
                 return Ok(());
             }
