@@ -40,8 +40,14 @@ impl Dispatcher {
             Breakers::new(self.config.breaker_threshold, self.config.breaker_cool_down);
         let mut clients = Clients::default();
         let mut tasks: JoinSet<Outcome> = JoinSet::new();
+        // Escalation timers are scanned once per poll interval, not on every turn of
+        // the loop (which turns for every finished delivery).
+        let mut escalated_at: Option<Instant> = None;
         loop {
-            self.escalate().await;
+            if escalated_at.is_none_or(|t| t.elapsed() >= self.config.poll) {
+                self.escalate().await;
+                escalated_at = Some(Instant::now());
+            }
             self.start_due(&mut breakers, &mut clients, &mut tasks)
                 .await;
             self.metrics.in_flight.set(tasks.len() as i64);
@@ -49,22 +55,26 @@ impl Dispatcher {
                 () = shutdown.cancelled() => break,
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(self.config.poll) => {}
-                Some(done) = tasks.join_next() => {
-                    if let Ok(outcome) = done {
-                        self.record(outcome, &mut breakers).await;
-                    }
-                }
+                Some(done) = tasks.join_next() => self.reap(done, &mut breakers).await,
             }
             while let Some(done) = tasks.try_join_next() {
-                if let Ok(outcome) = done {
-                    self.record(outcome, &mut breakers).await;
-                }
+                self.reap(done, &mut breakers).await;
             }
         }
         // Pages in flight finish within their deadline; record what they got.
         while let Some(done) = tasks.join_next().await {
-            if let Ok(outcome) = done {
-                self.record(outcome, &mut breakers).await;
+            self.reap(done, &mut breakers).await;
+        }
+    }
+
+    /// Records a finished delivery task. A task that panicked leaves its page leased;
+    /// the lease runs out and the page is tried again.
+    async fn reap(&self, done: Result<Outcome, tokio::task::JoinError>, breakers: &mut Breakers) {
+        match done {
+            Ok(outcome) => self.record(outcome, breakers).await,
+            Err(e) => {
+                self.metrics.log_errors_total.inc();
+                tracing::error!(error = %e, "a delivery task failed; its page is retried when its lease ends");
             }
         }
     }
