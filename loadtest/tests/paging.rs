@@ -500,6 +500,7 @@ async fn an_unacknowledged_high_alarm_escalates_until_acknowledged() {
         ("ITP40-800001".to_owned(), "clinic-e".to_owned()),
         ("ITP40-800002".to_owned(), "clinic-e".to_owned()),
         ("ITP40-800003".to_owned(), "clinic-e".to_owned()),
+        ("ITP40-800004".to_owned(), "clinic-e".to_owned()),
     ];
     let clinics = [Clinic {
         id: "clinic-e",
@@ -520,8 +521,11 @@ async fn an_unacknowledged_high_alarm_escalates_until_acknowledged() {
     )[0]
     .clone();
     let low = episode("ITP40-800003", AlarmKind::BatteryEol, 0, AlarmPriority::Low)[0].clone();
-    run.publish(&[high.clone(), medium.clone(), low.clone()])
-        .await;
+    // A HIGH episode cleared at once: CLEARED stops its escalation.
+    let cleared = episode("ITP40-800004", AlarmKind::Occlusion, 0, AlarmPriority::High);
+    let mut events = vec![high.clone(), medium.clone(), low.clone()];
+    events.extend(cleared.iter().cloned());
+    run.publish(&events).await;
     let published = Instant::now();
 
     // HIGH re-pages every 2 s; MEDIUM escalates once; LOW never.
@@ -579,6 +583,11 @@ async fn an_unacknowledged_high_alarm_escalates_until_acknowledged() {
         "MEDIUM escalates once"
     );
     assert_eq!(escalations(&pages, &low.alarm_id), 0, "LOW never escalates");
+    assert_eq!(
+        escalations(&pages, &cleared[0].alarm_id),
+        0,
+        "CLEARED stops escalation"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
