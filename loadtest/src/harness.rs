@@ -291,3 +291,42 @@ pub fn healthy_fleet(gateways: usize, per_gateway: usize) -> Vec<Reading> {
         Fleet::new(FleetSpec::new(7, gateways, start, end).with_faults(FaultMix::none()));
     fleet.advance_until(end)
 }
+
+/// A directory for a benchmark's logs and data, kept afterwards: the services' logs are
+/// the first thing to read when a figure looks wrong. Says where on stderr.
+pub fn kept_dir(prefix: &str) -> anyhow::Result<PathBuf> {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir()?.keep();
+    eprintln!("logs and data in {}", dir.display());
+    Ok(dir)
+}
+
+/// Writes `readings` as a replay file (JSON Lines) in `dir`.
+pub fn write_replay(dir: &Path, readings: &[Reading]) -> anyhow::Result<PathBuf> {
+    let replay = dir.join("replay.jsonl");
+    let text: String = readings
+        .iter()
+        .map(|r| fleet_core::json::to_json(r) + "\n")
+        .collect();
+    std::fs::write(&replay, text)?;
+    Ok(replay)
+}
+
+/// Starts one gateway process hosting a gateway per pump that replays `replay` at full
+/// speed and exits once every reading is acknowledged end to end. The gateways' state
+/// and log go to `dir`.
+pub fn replay_through_gateways(
+    env: &StackEnv,
+    dir: &Path,
+    replay: &Path,
+) -> anyhow::Result<Service> {
+    Service::spawn(
+        "fleet-gateway",
+        Command::new(binary("fleet-gateway")?)
+            .env("FLEET_MQTT_URL", &env.mqtt_url)
+            .args(["--fleet", "--exit-when-drained"])
+            .args(["--replay", &replay.display().to_string()])
+            .args(["--state-dir", &dir.join("gateways").display().to_string()])
+            .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port()?)]),
+        &dir.join("gateways.log"),
+    )
+}

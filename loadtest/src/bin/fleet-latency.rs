@@ -52,11 +52,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let env = StackEnv::from_env()?;
     let run = format!("latency-{}", Utc::now().timestamp());
-    let dir = tempfile::Builder::new()
-        .prefix("fleet-latency-")
-        .tempdir()?
-        .keep();
-    eprintln!("logs and data in {}", dir.display());
+    let dir = harness::kept_dir("fleet-latency-")?;
 
     let background = harness::healthy_fleet(cli.gateways, cli.readings_per_gateway);
     let probes: Vec<String> = (0..cli.probes).map(|i| format!("PROBE-{i:05}")).collect();
@@ -124,26 +120,9 @@ async fn main() -> anyhow::Result<()> {
     // The detector's group must own its partitions before the clock starts.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let replay = dir.join("background.jsonl");
-    let text: String = background
-        .iter()
-        .map(|r| fleet_core::json::to_json(r) + "\n")
-        .collect();
-    std::fs::write(&replay, text)?;
+    let replay = harness::write_replay(&dir, &background)?;
     let started = Instant::now();
-    let mut gateways = Service::spawn(
-        "fleet-gateway",
-        Command::new(harness::binary("fleet-gateway")?)
-            .env("FLEET_MQTT_URL", &env.mqtt_url)
-            .args(["--fleet", "--exit-when-drained"])
-            .args(["--replay", &replay.display().to_string()])
-            .args(["--state-dir", &dir.join("gateways").display().to_string()])
-            .args([
-                "--metrics-addr",
-                &format!("127.0.0.1:{}", harness::free_port()?),
-            ]),
-        &dir.join("gateways.log"),
-    )?;
+    let mut gateways = harness::replay_through_gateways(&env, &dir, &replay)?;
     // Let the background reach full speed before the first probe.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let sent = send_probes(&env.mqtt_url, &run, &probes, cli.probe_every).await?;

@@ -47,13 +47,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let env = StackEnv::from_env()?;
     let run = format!("bench-{}", Utc::now().timestamp());
-    // Kept afterwards: the services' logs are the first thing to read when a figure
-    // looks wrong.
-    let dir = tempfile::Builder::new()
-        .prefix("fleet-loadtest-")
-        .tempdir()?
-        .keep();
-    eprintln!("logs and data in {}", dir.display());
+    let dir = harness::kept_dir("fleet-loadtest-")?;
 
     let readings = harness::healthy_fleet(cli.gateways, cli.readings_per_gateway);
     let sample_bytes = fleet_core::protobuf::encode_reading(&readings[0]).len();
@@ -168,12 +162,6 @@ async fn pipeline(
     readings: &[Reading],
     replicas: usize,
 ) -> anyhow::Result<(f64, u64)> {
-    let replay = dir.join("readings.jsonl");
-    let text: String = readings
-        .iter()
-        .map(|r| fleet_core::json::to_json(r) + "\n")
-        .collect();
-    std::fs::write(&replay, text)?;
     let registry = dir.join("registry.toml");
     harness::write_registry(readings, &registry)?;
     let expected = harness::unique_keys(readings);
@@ -198,20 +186,9 @@ async fn pipeline(
         )?);
         harness::wait_ready(port, Duration::from_secs(60)).await?;
     }
+    let replay = harness::write_replay(dir, readings)?;
     let started = Instant::now();
-    let mut gateways = Service::spawn(
-        "fleet-gateway",
-        Command::new(harness::binary("fleet-gateway")?)
-            .env("FLEET_MQTT_URL", &env.mqtt_url)
-            .args(["--fleet", "--exit-when-drained"])
-            .args(["--replay", &replay.display().to_string()])
-            .args(["--state-dir", &dir.join("gateways").display().to_string()])
-            .args([
-                "--metrics-addr",
-                &format!("127.0.0.1:{}", harness::free_port()?),
-            ]),
-        &dir.join("gateways.log"),
-    )?;
+    let mut gateways = harness::replay_through_gateways(env, dir, &replay)?;
     // The gateways exit once every reading is acknowledged end to end, which ingest
     // does only after Kafka's delivery report: that moment is "all in Kafka". The
     // topic is read only afterwards, because a consumer fetching at the same time
