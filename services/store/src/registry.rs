@@ -55,17 +55,20 @@ pub async fn import(
         .execute(&mut *tx)
         .await?;
     let current = load_in(&mut tx).await?;
+    let clinics = Diff::of(&registry.clinics, &current.clinics);
+    let pumps = Diff::of(&registry.pumps, &current.pumps);
     let mut summary = ImportSummary {
+        clinics_added: clinics.added,
+        clinics_changed: clinics.changed,
+        pumps_added: pumps.added,
+        pumps_changed: pumps.changed,
+        clinics_absent: clinics.absent.len(),
+        pumps_absent: pumps.absent.len(),
         pruned: prune,
-        ..ImportSummary::default()
+        version: 0,
     };
 
-    for clinic in registry.clinics.values() {
-        match current.clinics.get(&clinic.id) {
-            Some(existing) if existing == clinic => continue,
-            Some(_) => summary.clinics_changed += 1,
-            None => summary.clinics_added += 1,
-        }
+    for clinic in &clinics.upsert {
         sqlx::query(
             "INSERT INTO clinic (id, name, webhook, escalation_after_ms, escalation_webhook, fallback_webhook, signing_secret)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -85,12 +88,7 @@ pub async fn import(
         .execute(&mut *tx)
         .await?;
     }
-    for pump in registry.pumps.values() {
-        match current.pumps.get(&pump.pump_id) {
-            Some(existing) if existing == pump => continue,
-            Some(_) => summary.pumps_changed += 1,
-            None => summary.pumps_added += 1,
-        }
+    for pump in &pumps.upsert {
         sqlx::query(
             "INSERT INTO pump (pump_id, gateway_id, clinic_id) VALUES ($1, $2, $3)
              ON CONFLICT (pump_id) DO UPDATE SET gateway_id = EXCLUDED.gateway_id,
@@ -103,25 +101,13 @@ pub async fn import(
         .await?;
     }
 
-    let absent_pumps: Vec<&String> = current
-        .pumps
-        .keys()
-        .filter(|id| !registry.pumps.contains_key(*id))
-        .collect();
-    let absent_clinics: Vec<&String> = current
-        .clinics
-        .keys()
-        .filter(|id| !registry.clinics.contains_key(*id))
-        .collect();
-    summary.pumps_absent = absent_pumps.len();
-    summary.clinics_absent = absent_clinics.len();
     if prune {
         sqlx::query("DELETE FROM pump WHERE pump_id = ANY($1)")
-            .bind(&absent_pumps)
+            .bind(&pumps.absent)
             .execute(&mut *tx)
             .await?;
         sqlx::query("DELETE FROM clinic WHERE id = ANY($1)")
-            .bind(&absent_clinics)
+            .bind(&clinics.absent)
             .execute(&mut *tx)
             .await?;
     }
@@ -140,6 +126,39 @@ pub async fn import(
     summary.version = version;
     tx.commit().await?;
     Ok(summary)
+}
+
+/// How the file's entries compare with the database's, by id.
+struct Diff<'a, T> {
+    /// New or changed: to be written.
+    upsert: Vec<&'a T>,
+    added: usize,
+    changed: usize,
+    /// In the database, not in the file.
+    absent: Vec<&'a String>,
+}
+
+impl<'a, T: PartialEq> Diff<'a, T> {
+    fn of(file: &'a BTreeMap<String, T>, database: &'a BTreeMap<String, T>) -> Self {
+        let mut diff = Diff {
+            upsert: Vec::new(),
+            added: 0,
+            changed: 0,
+            absent: database
+                .keys()
+                .filter(|id| !file.contains_key(*id))
+                .collect(),
+        };
+        for (id, entry) in file {
+            match database.get(id) {
+                Some(existing) if existing == entry => continue,
+                Some(_) => diff.changed += 1,
+                None => diff.added += 1,
+            }
+            diff.upsert.push(entry);
+        }
+        diff
+    }
 }
 
 /// The registry version: cheap to poll; it moves when an import changed something.
