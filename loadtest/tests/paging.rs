@@ -325,10 +325,30 @@ async fn pages_wait_for_a_receiver_that_is_down_and_arrive_in_order() {
         expected_order(&events),
         "in order per pump"
     );
-    assert!(
-        run.log_count("notifier-0.log", "page not delivered") > 0,
-        "it was down"
+    let failed = run.log_count("notifier-0.log", "page not delivered");
+    assert!(failed > 0, "it was down");
+    // Every attempt is in the delivery log's history: each failure, then the receipt.
+    let pool = sqlx::PgPool::connect(&run.database_url).await.expect("db");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (accepted, refused) = loop {
+        let counts: (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE accepted), count(*) FILTER (WHERE NOT accepted)
+             FROM page_attempt",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("attempt history");
+        if counts.0 as usize >= events.len() || Instant::now() > deadline {
+            break counts;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        accepted as usize,
+        events.len(),
+        "one accepted attempt per page"
     );
+    assert_eq!(refused as usize, failed, "every failed attempt recorded");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::breaker::Breakers;
 use crate::config::NotifierConfig;
 use crate::deliver::{Clients, deliver};
-use crate::log::{self, Page, Target};
+use crate::log::{self, Attempt, Page, Target};
 use crate::metrics::NotifierMetrics;
 
 /// A finished attempt: the page, the endpoint and target it went to, and the receipt
@@ -156,6 +156,11 @@ impl Dispatcher {
     async fn record(&self, (page, url, used, result): Outcome, breakers: &mut Breakers) {
         let registry = Arc::clone(&self.registry.borrow());
         let clinic = registry.clinic(&page.clinic_id);
+        let attempt = Attempt {
+            key: &page.key,
+            endpoint: &url,
+            target: used,
+        };
         let outcome = match result {
             Ok(receipt) => {
                 breakers.succeeded(&url);
@@ -173,7 +178,7 @@ impl Dispatcher {
                     %receipt,
                     "page delivered"
                 );
-                log::delivered(&self.pool, &page.key, &receipt, used).await
+                log::delivered(&self.pool, attempt, &receipt).await
             }
             Err(error) => {
                 self.metrics
@@ -223,7 +228,7 @@ impl Dispatcher {
                     %error,
                     "page not delivered; will retry"
                 );
-                log::failed(&self.pool, &page.key, &error, retry_in, target, alerted).await
+                log::failed(&self.pool, attempt, &error, retry_in, target, alerted).await
             }
         };
         if let Err(e) = outcome {

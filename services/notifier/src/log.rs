@@ -206,53 +206,85 @@ pub async fn claim(
     Ok(pages.into_iter().map(|(_, p)| p).collect())
 }
 
-/// The receiver at `target` accepted the page.
+/// One delivery attempt: which page, and where it went.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    pub key: &'a PageKey,
+    /// The receiver's URL ('' when the clinic was not in the registry).
+    pub endpoint: &'a str,
+    pub target: Target,
+}
+
+/// A page update (`$1`-`$3` its key) that also appends the attempt to the page's
+/// history, numbered by the page's new attempt count, in the same statement. The
+/// update returns `accepted` and `detail`; `$4`, `$5` are the endpoint and target.
+macro_rules! and_record_attempt {
+    ($update:literal) => {
+        concat!(
+            "WITH updated AS (",
+            $update,
+            ") INSERT INTO page_attempt
+               (alarm_id, revision, escalation, attempt, endpoint, target, accepted, detail)
+             SELECT alarm_id, revision, escalation, attempts, $4, $5, accepted, detail
+             FROM updated ON CONFLICT DO NOTHING"
+        )
+    };
+}
+
+/// The receiver accepted the page.
 pub async fn delivered(
     pool: &PgPool,
-    key: &PageKey,
+    attempt: Attempt<'_>,
     receipt_id: &str,
-    target: Target,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE page SET status = 'delivered', receipt_id = $4, delivered_at = now(),
+    let sql = and_record_attempt!(
+        "UPDATE page SET status = 'delivered', receipt_id = $6, delivered_at = now(),
              attempts = attempts + 1, lease_until = NULL, last_error = NULL, target = $5
-         WHERE alarm_id = $1 AND revision = $2 AND escalation = $3",
-    )
-    .bind(&key.alarm_id)
-    .bind(key.revision)
-    .bind(key.escalation)
-    .bind(receipt_id)
-    .bind(target.name())
-    .execute(pool)
-    .await?;
+         WHERE alarm_id = $1 AND revision = $2 AND escalation = $3
+         RETURNING alarm_id, revision, escalation, attempts, true AS accepted, $6 AS detail"
+    );
+    record(sql, attempt).bind(receipt_id).execute(pool).await?;
     Ok(())
 }
 
-/// An attempt failed: try again after `retry_in`, to `target`.
+/// An attempt failed: try again after `retry_in`, to `next` (the fallback, once the
+/// page is past its bound).
 pub async fn failed(
     pool: &PgPool,
-    key: &PageKey,
+    attempt: Attempt<'_>,
     error: &str,
     retry_in: Duration,
-    target: Target,
+    next: Target,
     operator_alerted: bool,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE page SET attempts = attempts + 1, last_error = $4, lease_until = NULL,
-             next_attempt_at = now() + $5 * interval '1 millisecond', target = $6,
-             operator_alerted = $7
-         WHERE alarm_id = $1 AND revision = $2 AND escalation = $3",
-    )
-    .bind(&key.alarm_id)
-    .bind(key.revision)
-    .bind(key.escalation)
-    .bind(error)
-    .bind(millis(retry_in))
-    .bind(target.name())
-    .bind(operator_alerted)
-    .execute(pool)
-    .await?;
+    let sql = and_record_attempt!(
+        "UPDATE page SET attempts = attempts + 1, last_error = $6, lease_until = NULL,
+             next_attempt_at = now() + $7 * interval '1 millisecond', target = $8,
+             operator_alerted = $9
+         WHERE alarm_id = $1 AND revision = $2 AND escalation = $3
+         RETURNING alarm_id, revision, escalation, attempts, false AS accepted, $6 AS detail"
+    );
+    record(sql, attempt)
+        .bind(error)
+        .bind(millis(retry_in))
+        .bind(next.name())
+        .bind(operator_alerted)
+        .execute(pool)
+        .await?;
     Ok(())
+}
+
+/// The statement with the attempt's own parameters bound as `$1`-`$5`.
+fn record<'q>(
+    sql: &'static str,
+    attempt: Attempt<'q>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(sql)
+        .bind(&attempt.key.alarm_id)
+        .bind(attempt.key.revision)
+        .bind(attempt.key.escalation)
+        .bind(attempt.endpoint)
+        .bind(attempt.target.name())
 }
 
 /// Fires escalation timers that are due: each becomes a page (to the escalation
