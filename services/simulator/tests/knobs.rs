@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use chrono::Duration;
-use common::{by_pump, days, events, naive_alarms, run, spec};
+use common::{by_pump, consistency_problems, days, events, naive_alarms, run, spec};
 use fleet_core::{AlarmKind, PumpEvent, Reading};
 use fleet_simulator::{
     DEFAULT_RATE_RANGE_ML_PER_DAY, FaultKind, FaultMix, Fleet, FleetSpec, GroundTruth, ModelMix,
@@ -481,50 +481,6 @@ fn variants() -> Vec<(&'static str, FleetSpec)> {
                 .with_cadence(Duration::minutes(120)),
         ),
     ]
-}
-
-/// What the seeds test checks for the default fleet, for one varied fleet: readings
-/// valid, a pump labelled exactly when its fault has episodes, fair windows, and no
-/// contract rule tripped on a healthy or benign pump.
-fn consistency_problems(name: &str, fleet_spec: FleetSpec) -> Vec<String> {
-    let noisy = fleet_spec.noise_scale > 1.0;
-    let (readings, truth) = run(fleet_spec);
-    let mut problems = Vec::new();
-    for r in &readings {
-        if let Err(e) = r.validate() {
-            problems.push(format!("{name}: {} invalid: {e}", r.pump_id));
-        }
-    }
-    for (id, rs) in by_pump(&readings) {
-        let Some(pump) = truth.pumps.iter().find(|p| p.pump_id == id) else {
-            problems.push(format!("{name}: {id} not in the truth"));
-            continue;
-        };
-        let labelled = truth.episodes.iter().any(|e| e.pump_id == id);
-        if pump.fault.has_episodes() != labelled {
-            problems.push(format!("{name}: {id} {} labelled {labelled}", pump.fault));
-        }
-        if !pump.fault.has_episodes() {
-            // The naive pressure-range check assumes the default noise.
-            let alarms: Vec<String> = naive_alarms(&rs)
-                .into_iter()
-                .filter(|a| !(noisy && a.starts_with("catheter pressure ranges")))
-                .collect();
-            if let Some(first) = alarms.first() {
-                problems.push(format!("{name}: {id} {}: {first}", pump.fault));
-            }
-        }
-    }
-    for e in &truth.episodes {
-        let fair = e.window_start < e.window_end
-            && e.window_start <= e.onset
-            && e.onset <= e.window_end
-            && e.window_start < truth.end;
-        if !fair {
-            problems.push(format!("{name}: unfair window {e:?}"));
-        }
-    }
-    problems
 }
 
 #[test]

@@ -4,7 +4,7 @@
 mod common;
 
 use chrono::Duration;
-use common::{by_pump, naive_alarms, run, spec};
+use common::{by_pump, consistency_problems, naive_alarms, run, spec};
 use fleet_simulator::{FaultKind, FaultMix};
 
 #[test]
@@ -16,43 +16,10 @@ fn realistic_fleets_stay_consistent_across_seeds_lengths_and_cadences() {
         let cadence_min = [60, 60, 15, 240, 60, 60][seed as usize % 6];
         let fleet_spec = spec(seed, 60, days, FaultMix::realistic())
             .with_cadence(Duration::minutes(cadence_min));
-        let (readings, truth) = run(fleet_spec);
-        for r in &readings {
-            if let Err(e) = r.validate() {
-                problems.push(format!("seed {seed}: {} invalid: {e}", r.pump_id));
-            }
-        }
-        for (id, rs) in by_pump(&readings) {
-            let Some(pump) = truth.pumps.iter().find(|p| p.pump_id == id) else {
-                problems.push(format!("seed {seed}: {id} not in the truth"));
-                continue;
-            };
-            let labelled = truth.episodes.iter().any(|e| e.pump_id == id);
-            if pump.fault.has_episodes() != labelled {
-                problems.push(format!(
-                    "seed {seed}: {id} {} labelled {labelled}",
-                    pump.fault
-                ));
-            }
-            if !pump.fault.has_episodes() {
-                let alarms = naive_alarms(&rs);
-                if let Some(first) = alarms.first() {
-                    problems.push(format!(
-                        "seed {seed} ({days} d, {cadence_min} min): {id} {}: {first}",
-                        pump.fault
-                    ));
-                }
-            }
-        }
-        for e in &truth.episodes {
-            let fair = e.window_start < e.window_end
-                && e.window_start <= e.onset
-                && e.onset <= e.window_end
-                && e.window_start < truth.end;
-            if !fair {
-                problems.push(format!("seed {seed}: unfair window {e:?}"));
-            }
-        }
+        problems.extend(consistency_problems(
+            &format!("seed {seed} ({days} d, {cadence_min} min)"),
+            fleet_spec,
+        ));
     }
     assert!(problems.is_empty(), "{problems:#?}");
 }

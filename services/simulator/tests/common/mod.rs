@@ -126,3 +126,47 @@ pub fn naive_alarms(rs: &[Reading]) -> Vec<String> {
     }
     found
 }
+
+/// What is wrong with one fleet's readings and truth: readings invalid, a pump labelled
+/// when its fault has no episodes (or not when it has), unfair windows, a contract rule
+/// tripped on a healthy or benign pump. `name` prefixes each problem.
+pub fn consistency_problems(name: &str, fleet_spec: FleetSpec) -> Vec<String> {
+    let noisy = fleet_spec.noise_scale > 1.0;
+    let (readings, truth) = run(fleet_spec);
+    let mut problems = Vec::new();
+    for r in &readings {
+        if let Err(e) = r.validate() {
+            problems.push(format!("{name}: {} invalid: {e}", r.pump_id));
+        }
+    }
+    for (id, rs) in by_pump(&readings) {
+        let Some(pump) = truth.pumps.iter().find(|p| p.pump_id == id) else {
+            problems.push(format!("{name}: {id} not in the truth"));
+            continue;
+        };
+        let labelled = truth.episodes.iter().any(|e| e.pump_id == id);
+        if pump.fault.has_episodes() != labelled {
+            problems.push(format!("{name}: {id} {} labelled {labelled}", pump.fault));
+        }
+        if !pump.fault.has_episodes() {
+            // The naive pressure-range check assumes the default noise.
+            let alarms: Vec<String> = naive_alarms(&rs)
+                .into_iter()
+                .filter(|a| !(noisy && a.starts_with("catheter pressure ranges")))
+                .collect();
+            if let Some(first) = alarms.first() {
+                problems.push(format!("{name}: {id} {}: {first}", pump.fault));
+            }
+        }
+    }
+    for e in &truth.episodes {
+        let fair = e.window_start < e.window_end
+            && e.window_start <= e.onset
+            && e.onset <= e.window_end
+            && e.window_start < truth.end;
+        if !fair {
+            problems.push(format!("{name}: unfair window {e:?}"));
+        }
+    }
+    problems
+}
