@@ -12,3 +12,16 @@ pub mod replay;
 pub mod stream;
 
 pub use replay::{ReplaySummary, replay, replay_baseline, replay_files};
+
+/// The detection thresholds: the contract's defaults, or a TOML file's changes to them.
+pub fn load_config(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<fleet_core::detect::DetectorConfig> {
+    let Some(path) = path else {
+        return Ok(fleet_core::detect::DetectorConfig::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("reading detector config {}: {e}", path.display()))?;
+    fleet_core::detect::DetectorConfig::from_toml(&text)
+        .map_err(|e| anyhow::anyhow!("detector config {}: {e}", path.display()))
+}

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use fleet_core::detect::DetectorConfig;
 use fleet_detector::stream::StreamConfig;
 
 #[derive(Debug, Parser)]
@@ -36,6 +35,9 @@ enum Command {
         /// Relay only the pump's own alarms (the status quo), to compare against.
         #[arg(long)]
         baseline: bool,
+        /// Detection thresholds (TOML); keys left out keep the contract's defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -46,9 +48,10 @@ fn main() -> anyhow::Result<()> {
             input,
             output,
             baseline,
+            config,
         }) => {
-            let summary =
-                fleet_detector::replay_files(&input, &output, DetectorConfig::default(), baseline)?;
+            let config = fleet_detector::load_config(config.as_deref())?;
+            let summary = fleet_detector::replay_files(&input, &output, config, baseline)?;
             eprintln!(
                 "fleet-detector: {} readings, {} invalid lines, {} alarm events",
                 summary.readings, summary.invalid_lines, summary.alarm_events

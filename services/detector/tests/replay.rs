@@ -138,3 +138,36 @@ fn the_baseline_relays_only_the_pumps_own_alarms_once_each() {
         );
     }
 }
+
+#[test]
+fn a_config_file_moves_a_threshold() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("detector.toml");
+    // A grace longer than the scenario: no refill is ever missed.
+    std::fs::write(&path, "refill_grace = \"400days\"\n").expect("write");
+    let config = fleet_detector::load_config(Some(&path)).expect("valid config");
+    let lines = scenario_lines();
+    let text = lines.join("\n");
+    let mut out = Vec::new();
+    fleet_detector::replay(text.as_bytes(), &mut out, config).expect("replay");
+    let missed = |events: &[AlarmEvent]| {
+        events
+            .iter()
+            .filter(|e| e.kind == fleet_core::AlarmKind::MissedRefill)
+            .count()
+    };
+    let with_config: Vec<AlarmEvent> = String::from_utf8(out)
+        .expect("utf-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("alarm event"))
+        .collect();
+    assert!(
+        missed(&replay(&lines)) > 0,
+        "the default raises MISSED_REFILL here"
+    );
+    assert_eq!(missed(&with_config), 0);
+
+    std::fs::write(&path, "refill_grace = \"soon\"\n").expect("write");
+    let error = fleet_detector::load_config(Some(&path)).expect_err("bad duration");
+    assert!(error.to_string().contains("detector.toml"), "{error}");
+}

@@ -11,6 +11,10 @@ use fleet_runtime::Endpoints;
 pub struct StreamConfig {
     #[command(flatten)]
     pub endpoints: Endpoints,
+    /// Detection thresholds (TOML, keys as in `DetectorConfig`); every key left out keeps
+    /// the contract's default.
+    #[arg(long, env = "FLEET_DETECTOR_CONFIG")]
+    pub detector_config: Option<std::path::PathBuf>,
     /// Consumer group; replicas in one group share the partitions.
     #[arg(long, env = "FLEET_DETECTOR_GROUP", default_value = "fleet-detector")]
     pub group: String,

@@ -71,6 +71,7 @@ pub async fn run(config: StreamConfig, shutdown: CancellationToken) -> anyhow::R
     let pool = fleet_store::connect_with_retry(&config.endpoints.database_url, 20)
         .await
         .context("opening the checkpoint database")?;
+    let detector_config = crate::load_config(config.detector_config.as_deref())?;
     let store = CheckpointStore::new(pool, &config.group, &topics.readings);
     let producer = FleetProducer::new(brokers, topics.clone())?;
     let consumer: StreamConsumer<RebalanceLog> = consumer_config(brokers, &config.group)
@@ -92,7 +93,7 @@ pub async fn run(config: StreamConfig, shutdown: CancellationToken) -> anyhow::R
     tracing::info!(topic = %topics.readings, group = %config.group, "detector started");
 
     let mut replica = Replica {
-        detector_config: DetectorConfig::default(),
+        detector_config,
         store,
         producer,
         consumer,
