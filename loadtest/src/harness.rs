@@ -99,6 +99,10 @@ impl Service {
     }
 
     /// `kill -9`: no chance to flush, ack or say goodbye.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -311,13 +315,44 @@ pub fn write_replay(dir: &Path, readings: &[Reading]) -> anyhow::Result<PathBuf>
     Ok(replay)
 }
 
-/// Starts one gateway process hosting a gateway per pump that replays `replay` at full
-/// speed and exits once every reading is acknowledged end to end. The gateways' state
-/// and log go to `dir`.
+/// How fast the background gateways hand readings to their outboxes.
+#[derive(Debug, Clone, Copy)]
+pub enum Pace {
+    /// As fast as the path acknowledges them.
+    FullSpeed,
+    /// About this many readings per second across the fleet, each gateway handing
+    /// over a small batch every 100 ms or so (as a gateway relays what its pump
+    /// buffered), so the load generator's own outbox writes stay cheap.
+    ReadingsPerSecond { total: f64, gateways: usize },
+}
+
+impl Pace {
+    fn gateway_args(self) -> Vec<String> {
+        match self {
+            Pace::FullSpeed => Vec::new(),
+            Pace::ReadingsPerSecond { total, gateways } => {
+                let per_gateway = total.max(1.0) / gateways.max(1) as f64;
+                let batch = (per_gateway * 0.25).round().max(1.0);
+                let interval = Duration::from_secs_f64(batch / per_gateway);
+                vec![
+                    "--replay-batch".into(),
+                    batch.to_string(),
+                    "--replay-interval".into(),
+                    humantime::format_duration(interval).to_string(),
+                ]
+            }
+        }
+    }
+}
+
+/// Starts one gateway process hosting a gateway per pump that replays `replay` at
+/// `pace` and exits once every reading is acknowledged end to end. The gateways'
+/// state and log go to `dir`.
 pub fn replay_through_gateways(
     env: &StackEnv,
     dir: &Path,
     replay: &Path,
+    pace: Pace,
 ) -> anyhow::Result<Service> {
     Service::spawn(
         "fleet-gateway",
@@ -326,7 +361,32 @@ pub fn replay_through_gateways(
             .args(["--fleet", "--exit-when-drained"])
             .args(["--replay", &replay.display().to_string()])
             .args(["--state-dir", &dir.join("gateways").display().to_string()])
+            .args(pace.gateway_args())
             .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port()?)]),
         &dir.join("gateways.log"),
     )
+}
+
+/// CPU time (user plus system, in seconds) process `pid` has used so far, from
+/// `/proc/PID/stat`; None if it is gone. Linux's clock tick is 100 Hz on every
+/// platform this runs on.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it are fixed.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    Some((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+/// Processes whose command name is `name` (the stack's broker, its database).
+pub fn pids_named(name: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+        })
+        .collect()
 }

@@ -19,6 +19,8 @@ struct Clinic {
     port: u16,
     fallback_port: Option<u16>,
     escalation_after: &'static str,
+    /// Paged at `https://localhost:PORT` (the receiver serves the run's TLS identity).
+    tls: bool,
 }
 
 struct Run {
@@ -50,9 +52,14 @@ impl Run {
         };
         let mut toml = String::new();
         for c in clinics {
+            let webhook = if c.tls {
+                format!("https://localhost:{}", c.port)
+            } else {
+                format!("http://127.0.0.1:{}", c.port)
+            };
             toml += &format!(
-                "[[clinic]]\nid = \"{}\"\nname = \"{} clinic\"\nwebhook = \"http://127.0.0.1:{}\"\nescalation_after = \"{}\"\nsigning_secret = \"{SECRET}\"\n",
-                c.id, c.id, c.port, c.escalation_after
+                "[[clinic]]\nid = \"{}\"\nname = \"{} clinic\"\nwebhook = \"{webhook}\"\nescalation_after = \"{}\"\nsigning_secret = \"{SECRET}\"\n",
+                c.id, c.id, c.escalation_after
             );
             if let Some(port) = c.fallback_port {
                 toml += &format!("fallback_webhook = \"http://127.0.0.1:{port}\"\n");
@@ -297,6 +304,7 @@ async fn pages_wait_for_a_receiver_that_is_down_and_arrive_in_order() {
         port,
         fallback_port: None,
         escalation_after: "1h",
+        tls: false,
     }];
     let run = Run::new("paging_down", &clinics, &pairs(&fleet)).await;
     let events = events_for(&fleet);
@@ -367,12 +375,14 @@ async fn a_dead_clinic_does_not_delay_another_and_goes_to_its_fallback() {
             port: alive_port,
             fallback_port: None,
             escalation_after: "1h",
+            tls: false,
         },
         Clinic {
             id: "dead",
             port: dead_port,
             fallback_port: Some(fallback_port),
             escalation_after: "1h",
+            tls: false,
         },
     ];
     let run = Run::new("paging_dead", &clinics, &pairs(&pumps)).await;
@@ -436,6 +446,7 @@ async fn a_slow_receiver_is_retried_and_deduplicated() {
         port,
         fallback_port: None,
         escalation_after: "1h",
+        tls: false,
     }];
     let run = Run::new("paging_slow", &clinics, &pairs(&fleet)).await;
     // Records the page, answers after 1.5 s; the notifier gives up after 500 ms.
@@ -473,6 +484,7 @@ async fn a_killed_notifier_loses_no_page() {
         port,
         fallback_port: None,
         escalation_after: "1h",
+        tls: false,
     }];
     let run = Run::new("paging_kill", &clinics, &pairs(&fleet)).await;
     let _receiver = run.receiver("clinic-k", port, &[]);
@@ -527,6 +539,7 @@ async fn an_unacknowledged_high_alarm_escalates_until_acknowledged() {
         port,
         fallback_port: None,
         escalation_after: "2s",
+        tls: false,
     }];
     let run = Run::new("paging_escalate", &clinics, &pairs(&fleet)).await;
     let _receiver = run.receiver("clinic-e", port, &[]);
@@ -620,6 +633,7 @@ async fn two_notifier_replicas_escalate_once_per_interval() {
         port,
         fallback_port: None,
         escalation_after: "1s",
+        tls: false,
     }];
     let run = Run::new("paging_replicas", &clinics, &pairs(&pumps)).await;
     let _receiver = run.receiver("clinic-r", port, &[]);
@@ -642,4 +656,136 @@ async fn two_notifier_replicas_escalate_once_per_interval() {
     let expected: Vec<u64> = (0..levels.len() as u64).collect();
     assert_eq!(levels, expected, "each level once, in order");
     assert_eq!(duplicates, 0, "no escalation was paged twice");
+}
+
+/// A private CA and a `localhost` certificate it signed, as PEM files in `dir`:
+/// `(ca, cert, key)`. Clinics with their own PKI look like this to the notifier.
+fn private_pki(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().expect("server key");
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("server params")
+        .signed_by(&key, &issuer)
+        .expect("server certificate");
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca_cert.pem()).expect("write CA");
+    std::fs::write(&paths.1, cert.pem()).expect("write cert");
+    std::fs::write(&paths.2, key.serialize_pem()).expect("write key");
+    paths
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: scripts/test.sh starts it"]
+async fn an_https_clinic_is_paged_over_verified_tls() {
+    let port = harness::free_port().expect("port");
+    let fleet = fleet(3, "clinic-t");
+    let clinics = [Clinic {
+        id: "clinic-t",
+        port,
+        fallback_port: None,
+        escalation_after: "1h",
+        tls: true,
+    }];
+    let run = Run::new("paging_tls", &clinics, &pairs(&fleet)).await;
+    let (ca, cert, key) = private_pki(run.dir.path());
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let _receiver = run.receiver("clinic-t", port, &["--tls-cert", &cert, "--tls-key", &key]);
+    let events = events_for(&fleet);
+    run.publish(&events).await;
+
+    // Without the clinic's CA the certificate is not trusted: nothing is delivered,
+    // and the attempt says why.
+    let mut untrusting = run.notifier(0, &[]);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    untrusting.kill9();
+    assert!(
+        run.pages("clinic-t").is_empty(),
+        "a page went to a receiver whose certificate is not trusted"
+    );
+    let pool = fleet_store::connect(&run.database_url).await.expect("db");
+    let refused: Vec<String> =
+        sqlx::query_scalar("SELECT detail FROM page_attempt WHERE NOT accepted")
+            .fetch_all(&pool)
+            .await
+            .expect("attempts");
+    assert!(
+        !refused.is_empty(),
+        "failed attempts are in the delivery log"
+    );
+
+    // Trusting the clinic's CA: every page arrives, signed and in order.
+    let ca = ca.display().to_string();
+    let _trusting = run.notifier(1, &["--clinic-ca-file", &ca]);
+    let pages = run
+        .wait_pages("clinic-t", events.len(), Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        pages.len(),
+        events.len(),
+        "every page over TLS; notifier:\n{}",
+        run.problems("notifier-1.log")
+    );
+    assert_eq!(order_per_pump(&pages), expected_order(&events));
+    let delivered: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM page_attempt WHERE accepted AND endpoint LIKE 'https://localhost:%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("attempts");
+    assert_eq!(delivered, events.len() as i64);
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: scripts/test.sh starts it"]
+async fn an_escalation_timer_survives_a_notifier_crash() {
+    let port = harness::free_port().expect("port");
+    let pumps = [("ITP40-600001".to_owned(), "clinic-c".to_owned())];
+    let clinics = [Clinic {
+        id: "clinic-c",
+        port,
+        fallback_port: None,
+        escalation_after: "10s",
+        tls: false,
+    }];
+    let run = Run::new("paging_timer_crash", &clinics, &pairs(&pumps)).await;
+    let _receiver = run.receiver("clinic-c", port, &[]);
+    let mut notifier = run.notifier(0, &[]);
+    let high = episode("ITP40-600001", AlarmKind::Occlusion, 0, AlarmPriority::High)[0].clone();
+    run.publish(std::slice::from_ref(&high)).await;
+    let first = run.wait_pages("clinic-c", 1, Duration::from_secs(30)).await;
+    assert_eq!(first.len(), 1, "the page arrives before the crash");
+    // The only replica dies with the timer pending, and stays down past its due time.
+    notifier.kill9();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(run.pages("clinic-c").len(), 1, "nothing pages while down");
+    let restarted_at = Instant::now();
+    let _restarted = run.notifier(1, &[]);
+    let pages = run.wait_pages("clinic-c", 2, Duration::from_secs(30)).await;
+    let levels: Vec<u64> = pages
+        .iter()
+        .map(|p| p["escalation"].as_u64().unwrap_or_default())
+        .collect();
+    let took = restarted_at.elapsed();
+    println!("levels {levels:?}; the escalation came {took:?} after the restart");
+    assert_eq!(
+        levels.get(..2),
+        Some(&[0, 1][..]),
+        "the overdue escalation is paged once the notifier is back: {levels:?}"
+    );
+    // Overdue when the replica returns: paged as soon as it is up, not after a new
+    // 10 s delay (a timer kept in memory would have been lost with the process).
+    assert!(
+        took < Duration::from_secs(8),
+        "the overdue escalation waited {took:?} after the restart"
+    );
 }

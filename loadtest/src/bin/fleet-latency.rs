@@ -3,10 +3,11 @@
 //! load. Runs the real services (ingest pairing from the database, detector, notifier,
 //! `fleetctl receiver`) against the local stack (`deploy/local/stack.sh up`).
 //!
-//! Probe pumps publish one reading each, stamped with the moment it leaves, at the
+//! Probe pumps publish one reading each, noting the moment it leaves, at the
 //! low-reservoir threshold: the detector raises LOW_RESERVOIR on it, and the page's
 //! arrival at the receiver minus that moment is one latency sample. Background
-//! gateways replay a healthy fleet at full speed meanwhile. Prints the figures and
+//! gateways replay a healthy fleet meanwhile, at full speed or at an offered rate
+//! (`--background-rate`). Prints the figures and
 //! writes them as JSON (`--out`).
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use fleet_core::gateway_protocol::{ReadingEncoding, readings_topic};
 use fleet_core::{Reading, Registry};
 use fleet_kafka::{Topics, ensure_topic};
 use fleet_loadtest::harness::{self, Service, StackEnv};
+use fleet_loadtest::kafka_count::read_records;
 use rumqttc::{AsyncClient, QoS};
 
 const SECRET: &str = "latency-benchmark-secret-0123";
@@ -37,6 +39,12 @@ struct Cli {
     /// Background readings per gateway.
     #[arg(long, default_value_t = 300)]
     readings_per_gateway: usize,
+    /// Offered background load in readings/s across the fleet; 0 replays at full
+    /// speed, which builds a backlog whenever the path is slower than the gateways.
+    /// The default offers a margin over the 5,000 readings/s target: what the path
+    /// carried while the probes ran is measured and reported.
+    #[arg(long, default_value_t = 6000.0)]
+    background_rate: f64,
     /// Probe readings (one pump each), spread over the background replay.
     #[arg(long, default_value_t = 100)]
     probes: usize,
@@ -122,10 +130,37 @@ async fn main() -> anyhow::Result<()> {
 
     let replay = harness::write_replay(&dir, &background)?;
     let started = Instant::now();
-    let mut gateways = harness::replay_through_gateways(&env, &dir, &replay)?;
+    let pace = if cli.background_rate > 0.0 {
+        harness::Pace::ReadingsPerSecond {
+            total: cli.background_rate,
+            gateways: cli.gateways,
+        }
+    } else {
+        harness::Pace::FullSpeed
+    };
+    let mut gateways = harness::replay_through_gateways(&env, &dir, &replay, pace)?;
+    let cpu = CpuShare::start(vec![
+        ("broker (tansu)", harness::pids_named("tansu")),
+        ("postgres", harness::pids_named("postgres")),
+        ("mqtt (mosquitto)", harness::pids_named("mosquitto")),
+        ("fleet-ingest", vec![ingest.pid()]),
+        ("fleet-detector", vec![detector.pid()]),
+        ("fleet-notifier", vec![notifier.pid()]),
+        ("gateways (load)", vec![gateways.pid()]),
+    ]);
     // Let the background reach full speed before the first probe.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let sent = send_probes(&env.mqtt_url, &run, &probes, cli.probe_every).await?;
+    // Probes carry the background's earliest event time: a reading stamped "now" would
+    // move its partition's event clock past the background's (simulated, past) history,
+    // and the detector would rightly report those pumps silent: a storm of alarms that
+    // a live fleet, whose readings all carry real time, never produces.
+    let probe_time = background
+        .iter()
+        .map(|r| r.measured_at)
+        .min()
+        .unwrap_or_else(Utc::now);
+    let sent = send_probes(&env.mqtt_url, &run, &probes, cli.probe_every, probe_time).await?;
+    let cores = cpu.cores_used();
     gateways.wait_exit(Duration::from_secs(600))?;
     let background_rate = background.len() as f64 / started.elapsed().as_secs_f64();
 
@@ -137,6 +172,8 @@ async fn main() -> anyhow::Result<()> {
         .map(|us| us as f64 / 1000.0)
         .collect();
     latencies.sort_by(f64::total_cmp);
+    let (hops, readings_per_s_while_probing) =
+        hop_breakdown(&env.kafka_brokers, &topics, &database_url, &sent, &pages).await?;
     for service in [&mut ingest, &mut detector, &mut notifier, &mut receiver] {
         let _ = service.terminate(Duration::from_secs(10));
     }
@@ -147,14 +184,17 @@ async fn main() -> anyhow::Result<()> {
         probes.len(),
         dir.display()
     );
-    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
     let result = serde_json::json!({
         "measured_at": Utc::now().to_rfc3339(),
         "background_gateways": cli.gateways,
         "background_readings": background.len(),
+        "background_offered_per_s": if cli.background_rate > 0.0 { serde_json::json!(cli.background_rate) } else { serde_json::json!("full speed") },
         "background_readings_per_s": background_rate.round(),
+        "readings_per_s_while_probing": readings_per_s_while_probing,
         "probes": latencies.len(),
-        "latency_ms": { "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "max": pct(1.0) },
+        "latency_ms": percentiles(&latencies),
+        "hops_ms": hops,
+        "cpu_cores_used_while_probing": cores,
         "command": "loadtest/bench-latency.sh",
     });
     println!("{}", serde_json::to_string_pretty(&result)?);
@@ -163,6 +203,147 @@ async fn main() -> anyhow::Result<()> {
     }
     std::fs::write(&cli.out, serde_json::to_string_pretty(&result)? + "\n")?;
     Ok(())
+}
+
+/// Where the machine's CPU goes while the background runs: each component's CPU time
+/// over a span of wall time, in cores.
+struct CpuShare {
+    started: Instant,
+    components: Vec<(&'static str, Vec<u32>, f64)>,
+}
+
+impl CpuShare {
+    fn start(components: Vec<(&'static str, Vec<u32>)>) -> CpuShare {
+        let components = components
+            .into_iter()
+            .map(|(name, pids)| {
+                let used = Self::used(&pids);
+                (name, pids, used)
+            })
+            .collect();
+        CpuShare {
+            started: Instant::now(),
+            components,
+        }
+    }
+
+    fn used(pids: &[u32]) -> f64 {
+        pids.iter()
+            .filter_map(|&pid| harness::cpu_seconds(pid))
+            .sum()
+    }
+
+    fn cores_used(&self) -> serde_json::Value {
+        let wall = self.started.elapsed().as_secs_f64();
+        let mut out = serde_json::Map::new();
+        for (name, pids, before) in &self.components {
+            let cores = (Self::used(pids) - before) / wall;
+            out.insert(
+                (*name).to_owned(),
+                serde_json::json!((cores * 100.0).round() / 100.0),
+            );
+        }
+        out.into()
+    }
+}
+
+/// p50, p90, p99 and max of sorted milliseconds.
+fn percentiles(sorted: &[f64]) -> serde_json::Value {
+    let pct = |p: f64| sorted[((sorted.len() - 1) as f64 * p).round() as usize];
+    serde_json::json!({ "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "max": pct(1.0) })
+}
+
+/// Where each probe's time went, hop by hop, from the moments each hop left a mark:
+/// the readings record (ingest's produce time), the alarm record (the detector's),
+/// the page row (`created_at`, the notifier's intake) and the receiver's arrival.
+/// Also returns the readings/s the telemetry path carried while the probes were sent.
+async fn hop_breakdown(
+    brokers: &str,
+    topics: &Topics,
+    database_url: &str,
+    sent: &[(String, DateTime<Utc>)],
+    pages: &BTreeMap<String, DateTime<Utc>>,
+) -> anyhow::Result<(serde_json::Value, f64)> {
+    // (pump, produce time) of every record up to each partition's current end: all
+    // were written before this runs.
+    let read_everything = async |topic: &str| -> anyhow::Result<Vec<(String, DateTime<Utc>)>> {
+        use rdkafka::Message;
+        let ends = fleet_loadtest::kafka_count::high_watermarks(brokers, topic)?;
+        let records = ends.values().map(|&end| end.max(0) as usize).sum();
+        let (quiet, timeout) = (Duration::from_secs(10), Duration::from_secs(300));
+        let records = read_records(brokers, topic, records, quiet, timeout).await?;
+        Ok(records
+            .iter()
+            .filter_map(|r| {
+                let pump = std::str::from_utf8(r.key()?).ok()?.to_owned();
+                Some((
+                    pump,
+                    DateTime::from_timestamp_millis(r.timestamp().to_millis()?)?,
+                ))
+            })
+            .collect())
+    };
+    let first_per_pump = |records: &[(String, DateTime<Utc>)]| {
+        let mut at = BTreeMap::new();
+        for (pump, t) in records {
+            at.entry(pump.clone()).or_insert(*t);
+        }
+        at
+    };
+    let readings = read_everything(&topics.readings).await?;
+    let produced = first_per_pump(&readings);
+    let alarmed = first_per_pump(&read_everything(&topics.alarms).await?);
+    // What the telemetry path carried while the probes were measured.
+    let (first, last) = (
+        sent.iter().map(|s| s.1).min().unwrap_or_default(),
+        sent.iter().map(|s| s.1).max().unwrap_or_default(),
+    );
+    let window = (last - first).as_seconds_f64().max(0.001);
+    let in_window = readings
+        .iter()
+        .filter(|(_, t)| (first..=last).contains(t))
+        .count();
+    let rate_while_probing = (in_window as f64 / window).round();
+    let pool = fleet_store::connect(database_url).await?;
+    let enqueued: BTreeMap<String, DateTime<Utc>> = sqlx::query_as(
+        "SELECT pump_id, created_at FROM page
+         WHERE alarm_id LIKE 'PROBE-%:LOW_RESERVOIR:%' AND state = 'RAISED' AND escalation = 0",
+    )
+    .fetch_all(&pool)
+    .await?
+    .into_iter()
+    .collect();
+    pool.close().await;
+
+    let mut hops: [(&str, Vec<f64>); 4] = [
+        ("gateway_to_readings_topic", Vec::new()),
+        ("readings_topic_to_alarm", Vec::new()),
+        ("alarm_to_page_enqueued", Vec::new()),
+        ("page_enqueued_to_accepted", Vec::new()),
+    ];
+    for (pump, at) in sent {
+        let marks = [
+            Some(at),
+            produced.get(pump),
+            alarmed.get(pump),
+            enqueued.get(pump),
+            pages.get(pump),
+        ];
+        for (i, pair) in marks.windows(2).enumerate() {
+            if let [Some(from), Some(to)] = pair {
+                hops[i]
+                    .1
+                    .push((**to - **from).num_microseconds().unwrap_or_default() as f64 / 1000.0);
+            }
+        }
+    }
+    let mut out = serde_json::Map::new();
+    for (name, mut ms) in hops {
+        anyhow::ensure!(!ms.is_empty(), "no probe left a mark for hop {name}");
+        ms.sort_by(f64::total_cmp);
+        out.insert(name.to_owned(), percentiles(&ms));
+    }
+    Ok((out.into(), rate_while_probing))
 }
 
 /// Every pump, background and probe, followed by one clinic: the receiver.
@@ -195,13 +376,14 @@ async fn register(
     Ok(())
 }
 
-/// Publishes one reading per probe pump, at the low-reservoir threshold, stamped with
-/// the moment it is handed to MQTT; returns those moments.
+/// Publishes one reading per probe pump, at the low-reservoir threshold, with event
+/// time `event_time`; returns the moment each was handed to MQTT.
 async fn send_probes(
     mqtt_url: &str,
     run: &str,
     probes: &[String],
     every: Duration,
+    event_time: DateTime<Utc>,
 ) -> anyhow::Result<Vec<(String, DateTime<Utc>)>> {
     let options = fleet_runtime::mqtt_options(mqtt_url, &format!("{run}-probes"))?;
     let (client, mut eventloop) = AsyncClient::new(options, 100);
@@ -211,7 +393,7 @@ async fn send_probes(
     for pump_id in probes {
         tick.tick().await;
         let at = Utc::now();
-        let mut reading = Reading::example(pump_id, 1, at);
+        let mut reading = Reading::example(pump_id, 1, event_time);
         reading.gateway_id = format!("gw-{pump_id}");
         reading.reservoir_ml = reading.low_reservoir_threshold_ml;
         let payload = fleet_core::protobuf::encode_reading(&reading);

@@ -188,7 +188,8 @@ async fn pipeline(
     }
     let replay = harness::write_replay(dir, readings)?;
     let started = Instant::now();
-    let mut gateways = harness::replay_through_gateways(env, dir, &replay)?;
+    let mut gateways =
+        harness::replay_through_gateways(env, dir, &replay, harness::Pace::FullSpeed)?;
     // The gateways exit once every reading is acknowledged end to end, which ingest
     // does only after Kafka's delivery report: that moment is "all in Kafka". The
     // topic is read only afterwards, because a consumer fetching at the same time

@@ -67,6 +67,13 @@ struct ReceiverArgs {
     /// play a slow clinic in tests, e.g. `2s`. Duplicates are answered at once.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     delay: Duration,
+    /// Serve TLS with this PEM certificate (chain); needs --tls-key. The fleet then
+    /// pages this receiver at an `https://` webhook.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,6 +165,10 @@ fn run_receiver(args: ReceiverArgs) -> anyhow::Result<()> {
         secret: args.secret,
         clinic_id: args.clinic_id,
         delay: args.delay,
+        tls: args
+            .tls_cert
+            .zip(args.tls_key)
+            .map(|(cert, key)| fleetctl::receiver::TlsFiles { cert, key }),
     };
     tokio::runtime::Runtime::new()?.block_on(async {
         // Inside the runtime: the signal watcher is a task.

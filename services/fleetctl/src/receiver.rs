@@ -28,8 +28,8 @@ use fleet_proto::clinic::v1::{AlarmNotification, DeliveryReceipt};
 use fleet_proto::prost::Message;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
 /// Where the receiver listens unless told otherwise (the registry example's webhook).
@@ -74,6 +74,34 @@ pub struct ReceiverConfig {
     pub clinic_id: Option<String>,
     /// Wait this long before answering each request (a slow clinic, for tests).
     pub delay: Duration,
+    /// Serve TLS with this certificate and key instead of plain HTTP/2.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A PEM certificate chain and its private key.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// The server identity; an unreadable or empty file is an error naming it.
+    fn server_config(&self) -> anyhow::Result<ServerTlsConfig> {
+        let read = |path: &Path, what: &str| -> anyhow::Result<Vec<u8>> {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading the TLS {what} {}", path.display()))?;
+            anyhow::ensure!(
+                String::from_utf8_lossy(&pem).contains("-----BEGIN "),
+                "the TLS {what} {} is not PEM",
+                path.display()
+            );
+            Ok(pem)
+        };
+        let identity =
+            Identity::from_pem(read(&self.cert, "certificate")?, read(&self.key, "key")?);
+        Ok(ServerTlsConfig::new().identity(identity))
+    }
 }
 
 /// One line of the out file: the alarm event's contract JSON fields, then how and
@@ -392,6 +420,7 @@ pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 pub struct Receiver {
     incoming: TcpIncoming,
     local_addr: SocketAddr,
+    tls: Option<ServerTlsConfig>,
     service: Pager,
 }
 
@@ -411,6 +440,11 @@ impl Receiver {
         if config.clinic_id.as_deref() == Some("") {
             bail!("the clinic id is empty (omit --clinic-id to accept pages for any clinic)");
         }
+        let tls = config
+            .tls
+            .as_ref()
+            .map(TlsFiles::server_config)
+            .transpose()?;
         let out = config.out.clone();
         let journal = tokio::task::spawn_blocking(move || Journal::open(&out))
             .await
@@ -423,6 +457,7 @@ impl Receiver {
         Ok(Receiver {
             incoming,
             local_addr,
+            tls,
             service: Pager {
                 secret: config.secret,
                 clinic_id: config.clinic_id,
@@ -443,7 +478,13 @@ impl Receiver {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let addr = self.local_addr;
         let drain_limit = self.service.delay + DRAIN_LIMIT;
-        let server = Server::builder()
+        let mut builder = Server::builder();
+        if let Some(tls) = self.tls {
+            builder = builder
+                .tls_config(tls)
+                .with_context(|| format!("TLS for the receiver on {addr}"))?;
+        }
+        let server = builder
             .add_service(AlarmReceiverServer::new(self.service))
             .serve_with_incoming_shutdown(self.incoming, shutdown.clone().cancelled_owned());
         tokio::pin!(server);

@@ -87,6 +87,7 @@ fn config(out: &Path) -> ReceiverConfig {
         secret: Secret::new(SECRET).expect("a non-empty secret"),
         clinic_id: None,
         delay: Duration::ZERO,
+        tls: None,
     }
 }
 

@@ -25,16 +25,20 @@ pub struct ReplayLink {
     readings: VecDeque<Reading>,
     batch: usize,
     interval: Duration,
+    /// The steady schedule, made on first use (it needs the runtime's clock).
+    schedule: Option<tokio::time::Interval>,
 }
 
 impl ReplayLink {
-    /// `batch` readings are handed out at a time, `interval` apart (zero: as fast as
-    /// the outbox takes them).
+    /// `batch` readings are handed out at a time, one batch every `interval`: a steady
+    /// rate, which a slow outbox delays but never turns into a burst (zero: as fast
+    /// as the outbox takes them).
     pub fn new(readings: Vec<Reading>, batch: usize, interval: Duration) -> Self {
         ReplayLink {
             readings: readings.into(),
             batch: batch.max(1),
             interval,
+            schedule: None,
         }
     }
 }
@@ -45,7 +49,14 @@ impl PumpLink for ReplayLink {
             return None;
         }
         if !self.interval.is_zero() {
-            tokio::time::sleep(self.interval).await;
+            let interval = self.interval;
+            let schedule = self.schedule.get_or_insert_with(|| {
+                let start = tokio::time::Instant::now() + interval;
+                let mut schedule = tokio::time::interval_at(start, interval);
+                schedule.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                schedule
+            });
+            schedule.tick().await; // cancel-safe
         }
         let n = self.batch.min(self.readings.len());
         Some(self.readings.drain(..n).collect())

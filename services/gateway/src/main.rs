@@ -61,7 +61,7 @@ struct Cli {
     /// Readings handed from the replay to the outbox at a time (one fsync each batch).
     #[arg(long, default_value_t = 50)]
     replay_batch: usize,
-    /// Pause between replayed batches.
+    /// One replayed batch every this long per gateway (a steady rate; 0s: as fast as acknowledged).
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     replay_interval: Duration,
     /// Readings published and not yet acknowledged, per gateway.

@@ -27,6 +27,10 @@ pub struct NotifierConfig {
         hide_env_values = true
     )]
     pub signing_secret: String,
+    /// PEM file of extra root certificates trusted for `https://` clinic endpoints
+    /// (clinics with a private CA); the public web roots are always trusted.
+    #[arg(long, env = "FLEET_CLINIC_CA_FILE")]
+    pub clinic_ca_file: Option<std::path::PathBuf>,
     /// How long one `Deliver` call may take before it counts as failed.
     #[arg(long, env = "FLEET_NOTIFIER_DEADLINE", default_value = "2s", value_parser = humantime::parse_duration)]
     pub deadline: Duration,

@@ -9,7 +9,7 @@ use fleet_core::signing::{SIGNATURE_METADATA_KEY, sign};
 use fleet_proto::clinic::v1::alarm_receiver_client::AlarmReceiverClient;
 use fleet_proto::prost::Message;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::log::Page;
 
@@ -17,9 +17,19 @@ use crate::log::Page;
 #[derive(Debug, Default)]
 pub struct Clients {
     channels: HashMap<String, Channel>,
+    /// Trusted for `https://` endpoints besides the public web roots: the private CA
+    /// of clinics that run their own PKI (`--clinic-ca-file`).
+    extra_roots: Option<Certificate>,
 }
 
 impl Clients {
+    pub fn new(extra_roots: Option<Certificate>) -> Clients {
+        Clients {
+            channels: HashMap::new(),
+            extra_roots,
+        }
+    }
+
     /// The channel for `url`, created (lazily connecting) on first use.
     pub fn channel(&mut self, url: &str, deadline: Duration) -> Result<Channel, String> {
         if let Some(channel) = self.channels.get(url) {
@@ -30,14 +40,32 @@ impl Clients {
             .connect_timeout(deadline)
             .tcp_nodelay(true);
         if url.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new().with_webpki_roots();
+            if let Some(roots) = &self.extra_roots {
+                tls = tls.ca_certificate(roots.clone());
+            }
             endpoint = endpoint
-                .tls_config(ClientTlsConfig::new().with_webpki_roots())
+                .tls_config(tls)
                 .map_err(|e| format!("TLS for {url}: {e}"))?;
         }
         let channel = endpoint.connect_lazy();
         self.channels.insert(url.to_owned(), channel.clone());
         Ok(channel)
     }
+}
+
+/// Reads the PEM file of extra trusted roots for clinic endpoints; an error names the
+/// file.
+pub fn load_roots(path: &std::path::Path) -> anyhow::Result<Certificate> {
+    use anyhow::Context;
+    let pem = std::fs::read(path)
+        .with_context(|| format!("reading the clinic CA file {}", path.display()))?;
+    anyhow::ensure!(
+        String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----"),
+        "the clinic CA file {} holds no PEM certificate",
+        path.display()
+    );
+    Ok(Certificate::from_pem(pem))
 }
 
 /// Sends one page; the receipt id if the receiver accepted it, else why not.

@@ -32,13 +32,15 @@ pub struct Dispatcher {
     pub config: NotifierConfig,
     pub metrics: NotifierMetrics,
     pub wake: Arc<Notify>,
+    /// Extra trusted roots for `https://` clinic endpoints.
+    pub clinic_roots: Option<tonic::transport::Certificate>,
 }
 
 impl Dispatcher {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut breakers =
             Breakers::new(self.config.breaker_threshold, self.config.breaker_cool_down);
-        let mut clients = Clients::default();
+        let mut clients = Clients::new(self.clinic_roots.clone());
         let mut tasks: JoinSet<Outcome> = JoinSet::new();
         // Escalation timers are scanned once per poll interval, not on every turn of
         // the loop (which turns for every finished delivery).

@@ -44,6 +44,11 @@ pub async fn run(config: NotifierConfig, shutdown: CancellationToken) -> anyhow:
             "pages are signed with the local development secret: set FLEET_SIGNING_SECRET"
         );
     }
+    let clinic_roots = config
+        .clinic_ca_file
+        .as_deref()
+        .map(deliver::load_roots)
+        .transpose()?;
     let topics = config.topic_args.topics();
     let brokers = &config.endpoints.kafka_brokers;
     config.topic_args.ensure(brokers, &[&topics.alarms]).await?;
@@ -92,6 +97,7 @@ pub async fn run(config: NotifierConfig, shutdown: CancellationToken) -> anyhow:
         config: config.clone(),
         metrics,
         wake,
+        clinic_roots,
     };
     tracing::info!(%addr, topic = %topics.alarms, group = %config.group, "notifier running");
     readiness.set(true);

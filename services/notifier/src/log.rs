@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use fleet_core::{AlarmEvent, AlarmPriority, AlarmState, protobuf};
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 
 /// What receivers deduplicate on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -59,9 +59,10 @@ fn millis(d: Duration) -> i64 {
 }
 
 /// Records an alarm event's page (and keeps its escalation timer), once: a replayed
-/// event changes nothing. Returns whether the page is new.
+/// event changes nothing. Runs inside the caller's transaction (`tx`), so a batch of
+/// events costs one commit. Returns whether the page is new.
 pub async fn enqueue(
-    pool: &PgPool,
+    tx: &mut PgConnection,
     event: &AlarmEvent,
     clinic_id: &str,
     escalation_after: Duration,
@@ -69,7 +70,6 @@ pub async fn enqueue(
     let bytes = protobuf::encode_alarm(event);
     let revision = i32::try_from(event.revision).unwrap_or(i32::MAX);
     let priority = event.priority.name();
-    let mut tx = pool.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO page (alarm_id, revision, escalation, pump_id, clinic_id, priority, state, event)
          VALUES ($1, $2, 0, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
@@ -86,7 +86,6 @@ pub async fn enqueue(
     .rows_affected()
         == 1;
     if !inserted {
-        tx.commit().await?;
         return Ok(false);
     }
     match (event.state, event.priority) {
@@ -144,7 +143,6 @@ pub async fn enqueue(
             .await?;
         }
     }
-    tx.commit().await?;
     Ok(true)
 }
 
