@@ -2,6 +2,8 @@
 //! producer. Readings are keyed by `pump_id`, so one pump's readings stay in one
 //! partition, in order, for the detector's per-pump state.
 
+pub mod batch;
+
 use std::time::Duration;
 
 use fleet_core::{AlarmEvent, InvalidReading, Reading, protobuf};

@@ -2,17 +2,15 @@
 //! after its page is in the log, so a crash re-reads it, and the log's key makes the
 //! second insert a no-op: no page lost, none doubled.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_core::AlarmEvent;
+use fleet_kafka::batch;
 use fleet_runtime::backoff::Backoff;
 use fleet_store::registry::RegistryWatch;
-use futures_util::FutureExt;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -41,56 +39,14 @@ const MAX_BATCH: usize = 256;
 
 impl Intake {
     pub async fn run(self, shutdown: CancellationToken) {
-        while let Some(batch) = self.next_batch(&shutdown).await {
+        while let Some(batch) =
+            batch::next_batch(&self.consumer, MAX_BATCH, Duration::ZERO, &shutdown).await
+        {
             let events: Vec<AlarmEvent> = batch.iter().filter_map(decode).collect();
             if !self.store(&events, &shutdown).await {
                 return; // stopping: the offsets stay uncommitted, the events are re-read
             }
-            self.commit(&batch);
-        }
-    }
-
-    /// Waits for one message, then takes those already fetched behind it, up to
-    /// `MAX_BATCH`. None when stopping.
-    async fn next_batch(&self, shutdown: &CancellationToken) -> Option<Vec<BorrowedMessage<'_>>> {
-        let first = loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return None,
-                m = self.consumer.recv() => match m {
-                    Ok(m) => break m,
-                    Err(e) => tracing::warn!(error = %e, "alarms consumer error"),
-                },
-            }
-        };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match self.consumer.recv().now_or_never() {
-                Some(Ok(m)) => batch.push(m),
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "alarms consumer error");
-                    break;
-                }
-                None => break,
-            }
-        }
-        Some(batch)
-    }
-
-    /// Commits, per partition, the offset after the batch's last message.
-    fn commit(&self, batch: &[BorrowedMessage<'_>]) {
-        let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-        for m in batch {
-            let end = next.entry((m.topic(), m.partition())).or_default();
-            *end = (*end).max(m.offset() + 1);
-        }
-        let mut offsets = TopicPartitionList::new();
-        for ((topic, partition), offset) in next {
-            if let Err(e) = offsets.add_partition_offset(topic, partition, Offset::Offset(offset)) {
-                tracing::warn!(error = %e, topic, partition, "building an offset commit");
-            }
-        }
-        if let Err(e) = self.consumer.commit(&offsets, CommitMode::Async) {
-            tracing::warn!(error = %e, "committing alarm offsets (they are re-read, harmlessly)");
+            batch::commit(&self.consumer, &batch::offsets_after(&batch));
         }
     }
 

@@ -3,6 +3,7 @@
 //! own tables and queries; this crate only connects and migrates.
 
 pub mod acknowledgement;
+pub mod archive;
 pub mod registry;
 pub mod testing;
 

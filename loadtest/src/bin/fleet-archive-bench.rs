@@ -1,0 +1,168 @@
+//! `fleet-archive-bench`: the archiver's rows/s against a raw `COPY` of the same rows
+//! into the same database in the same run (target: at least 0.6 × raw).
+//!
+//! The readings are put in Kafka first (not timed). The archiver's rate is counted from
+//! its first archived row to its last (its start-up and group join are not the write
+//! path), from its own `fleet_archiver_archived_total` metric. The raw side is one
+//! `COPY ... FROM STDIN` of the same rows into `raw_reading`, a plain table with the
+//! archive's columns and primary key: no Kafka, no decoding, no rollup, no dedupe.
+//! The archiver's write path alone (its per-batch statements, fed from memory) is
+//! measured too, to tell the database's share from the broker's.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use clap::Parser;
+use fleet_kafka::{FleetProducer, Topics, ensure_topic};
+use fleet_loadtest::harness::{self, Service, StackEnv};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fleet-archive-bench",
+    about = "Archiver rows/s against raw COPY"
+)]
+struct Cli {
+    /// Pumps in the fleet (one gateway each).
+    #[arg(long, default_value_t = 200)]
+    pumps: usize,
+    /// Readings per pump.
+    #[arg(long, default_value_t = 1000)]
+    readings_per_pump: usize,
+    #[arg(long, default_value = "loadtest/results/archiver.json")]
+    out: PathBuf,
+}
+
+/// The archiver's default `--batch`.
+const BATCH: usize = 5000;
+
+const ARCHIVED: &str = "fleet_archiver_archived_total{kind=\"reading\"}";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let env = StackEnv::from_env()?;
+    let dir = harness::kept_dir("fleet-archive-bench-")?;
+    let run = format!("archive-bench-{}", Utc::now().timestamp());
+    let readings = harness::healthy_fleet(cli.pumps, cli.readings_per_pump);
+    let rows = readings.len();
+    let database_url = fleet_store::testing::fresh_database(&env.database_url, "archbench").await?;
+    let pool = fleet_store::connect(&database_url).await?;
+
+    // Raw COPY of the same rows.
+    sqlx::query("CREATE TABLE raw_reading (LIKE reading INCLUDING ALL)")
+        .execute(&pool)
+        .await?;
+    let text = fleet_store::archive::copy_text(&readings.iter().collect::<Vec<_>>());
+    let mut conn = pool.acquire().await?;
+    let started = Instant::now();
+    let mut copy = conn
+        .copy_in_raw("COPY raw_reading FROM STDIN")
+        .await
+        .context("starting COPY")?;
+    copy.send(text.as_bytes()).await?;
+    let copied = copy.finish().await?;
+    let raw_s = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        copied as usize == rows,
+        "COPY wrote {copied} of {rows} rows"
+    );
+    drop(conn);
+
+    // The archiver's write path alone (what it does per batch, minus Kafka), then the
+    // archive is emptied for the archiver's run.
+    let mut partitions = fleet_store::archive::Partitions::default();
+    let started = Instant::now();
+    for batch in readings.chunks(BATCH) {
+        partitions.ensure(&pool, batch).await?;
+        let mut tx = pool.begin().await?;
+        fleet_store::archive::insert_readings(&mut tx, batch).await?;
+        tx.commit().await?;
+    }
+    let write_path_s = started.elapsed().as_secs_f64();
+    sqlx::query("TRUNCATE reading, pump_day, pump_event, archive_watermark")
+        .execute(&pool)
+        .await?;
+
+    // The same rows through Kafka and the archiver.
+    let topics = Topics::with_suffix(&run);
+    for topic in [&topics.readings, &topics.alarms] {
+        ensure_topic(&env.kafka_brokers, topic, 6).await?;
+    }
+    let producer = FleetProducer::new(&env.kafka_brokers, topics.clone())?;
+    let mut pending = Vec::with_capacity(rows);
+    for r in &readings {
+        pending.push(producer.queue_reading(r).await?);
+    }
+    for d in pending {
+        d.delivered().await?;
+    }
+    let port = harness::free_port()?;
+    let mut archiver = Service::spawn(
+        "fleet-archiver",
+        Command::new(harness::binary("fleet-archiver")?)
+            .env("FLEET_MQTT_URL", &env.mqtt_url)
+            .env("FLEET_KAFKA_BROKERS", &env.kafka_brokers)
+            .env("FLEET_DATABASE_URL", &database_url)
+            .args([
+                "--topic-suffix",
+                &run,
+                "--group",
+                &format!("{run}-archiver"),
+            ])
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")]),
+        &dir.join("archiver.log"),
+    )?;
+    harness::wait_ready(port, Duration::from_secs(60)).await?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut first: Option<(Instant, f64)> = None;
+    let last = loop {
+        let archived = harness::metric(port, ARCHIVED).await.unwrap_or_default();
+        let now = Instant::now();
+        if archived > 0.0 && first.is_none() {
+            first = Some((now, archived));
+        }
+        if archived as usize >= rows {
+            break now;
+        }
+        anyhow::ensure!(
+            now < deadline,
+            "archiver stalled at {archived} of {rows} rows (log in {})",
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let _ = archiver.terminate(Duration::from_secs(10));
+    let (first_at, first_rows) = first.context("no row archived")?;
+    let archiver_s = (last - first_at).as_secs_f64().max(0.001);
+    let archiver_rate = (rows as f64 - first_rows) / archiver_s;
+    let raw_rate = rows as f64 / raw_s;
+    let archived: i64 = sqlx::query_scalar("SELECT count(*) FROM reading")
+        .fetch_one(&pool)
+        .await?;
+    anyhow::ensure!(
+        archived as usize == rows,
+        "archive holds {archived} of {rows} rows"
+    );
+    pool.close().await;
+
+    let result = serde_json::json!({
+        "measured_at": Utc::now().to_rfc3339(),
+        "rows": rows,
+        "raw_copy_rows_per_s": raw_rate.round(),
+        "archiver_rows_per_s": archiver_rate.round(),
+        "write_path_rows_per_s": (rows as f64 / write_path_s).round(),
+        "write_path_ratio": (rows as f64 / write_path_s / raw_rate * 100.0).round() / 100.0,
+        "ratio": (archiver_rate / raw_rate * 100.0).round() / 100.0,
+        "target_ratio": 0.6,
+        "command": "loadtest/bench-archiver.sh",
+    });
+    println!("{}", serde_json::to_string_pretty(&result)?);
+    if let Some(parent) = cli.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&cli.out, serde_json::to_string_pretty(&result)? + "\n")?;
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! Consuming in batches with at-least-once commits: take what the consumer has fetched,
+//! write it durably, then commit the offsets after the batch's last message per
+//! partition. A crash before the commit re-reads the batch; the writers are idempotent.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+/// Waits for one message, then gathers more: those already fetched at once, and for up
+/// to `linger` those still arriving, until `max`. None when `shutdown` fires first.
+/// Memory stays bounded by `max` plus the consumer's own fetch queue.
+pub async fn next_batch<'c>(
+    consumer: &'c StreamConsumer,
+    max: usize,
+    linger: Duration,
+    shutdown: &CancellationToken,
+) -> Option<Vec<BorrowedMessage<'c>>> {
+    let first = loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            m = consumer.recv() => match m {
+                Ok(m) => break m,
+                Err(e) => tracing::warn!(error = %e, "consumer error"),
+            },
+        }
+    };
+    let mut batch = vec![first];
+    let deadline = tokio::time::Instant::now() + linger;
+    while batch.len() < max {
+        let next = if linger.is_zero() {
+            consumer.recv().now_or_never()
+        } else {
+            tokio::time::timeout_at(deadline, consumer.recv())
+                .await
+                .ok()
+        };
+        match next {
+            Some(Ok(m)) => batch.push(m),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "consumer error");
+                break;
+            }
+            None => break,
+        }
+    }
+    Some(batch)
+}
+
+/// Per partition, the offset after the batch's last message: what to commit once the
+/// batch is durable. Owned, so the messages can be dropped while the batch is written.
+pub fn offsets_after(batch: &[BorrowedMessage<'_>]) -> TopicPartitionList {
+    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for m in batch {
+        let end = next.entry((m.topic(), m.partition())).or_default();
+        *end = (*end).max(m.offset() + 1);
+    }
+    let mut offsets = TopicPartitionList::new();
+    for ((topic, partition), offset) in next {
+        if let Err(e) = offsets.add_partition_offset(topic, partition, Offset::Offset(offset)) {
+            tracing::warn!(error = %e, topic, partition, "building an offset commit");
+        }
+    }
+    offsets
+}
+
+/// Commits `offsets` ([`offsets_after`] a batch). Call it only once the batch is
+/// durable. A failed commit is logged: the batch is read again after a restart or
+/// rebalance, harmlessly.
+pub fn commit(consumer: &StreamConsumer, offsets: &TopicPartitionList) {
+    if let Err(e) = consumer.commit(offsets, CommitMode::Async) {
+        tracing::warn!(error = %e, "committing offsets (the batch is re-read, harmlessly)");
+    }
+}
