@@ -26,7 +26,7 @@ mkdir -p "$demo/logs" "$demo/pages"
 
 say "building the services"
 cargo build --quiet -p fleetctl -p fleet-ingest -p fleet-detector -p fleet-notifier \
-  -p fleet-api -p fleet-gateway
+  -p fleet-api -p fleet-gateway -p fleet-archiver
 bin=${CARGO_TARGET_DIR:-target}/debug
 
 say "checking every component with the project's own clients"
@@ -74,7 +74,7 @@ wait_ready() { # NAME PORT
   exit 1
 }
 
-say "starting three clinics' receivers, ingest, detector, notifier and the fleet API"
+say "starting three clinics' receivers, ingest, detector, notifier, archiver and the fleet API"
 for n in 1 2 3; do
   FLEET_RECEIVER_SECRET=$FLEET_SIGNING_SECRET start "clinic-00$n" \
     "$bin/fleetctl" receiver --listen "127.0.0.1:5007$n" --clinic-id "clinic-00$n" \
@@ -84,9 +84,11 @@ start ingest "$bin/fleet-ingest"
 start detector "$bin/fleet-detector"
 start notifier "$bin/fleet-notifier"
 start api "$bin/fleet-api"
+start archiver "$bin/fleet-archiver"
 wait_ready ingest 9181
 wait_ready detector 9183
 wait_ready notifier 9184
+wait_ready archiver 9185
 
 say "replaying the smoke fleet through its gateways (23,177 readings, about 40 s)"
 # Paced, one reading per gateway every 20 ms, so the pumps' histories advance together
@@ -122,5 +124,9 @@ PY
 done
 total=$(count)
 [ "$total" -gt 0 ] || { echo "demo: no page reached a clinic; logs in $demo/logs" >&2; exit 1; }
+say "the surveillance archive (PostgreSQL)"
+psql "$FLEET_DATABASE_URL" -Atc "SELECT format('  %s readings, %s pump-days, %s pump events, %s alarm events',
+  (SELECT count(*) FROM reading), (SELECT count(*) FROM pump_day),
+  (SELECT count(*) FROM pump_event), (SELECT count(*) FROM alarm_event))"
 say "done: $total signed pages delivered; logs in $demo/logs, pages in $demo/pages"
 echo "  the stack keeps running: FLEET_STATE_DIR=$FLEET_STATE_DIR deploy/local/stack.sh down"
