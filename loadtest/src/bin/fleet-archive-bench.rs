@@ -2,7 +2,7 @@
 //! into the same database in the same run (target: at least 0.6 × raw).
 //!
 //! The readings are put in Kafka first (not timed). The archiver's rate is counted from
-//! its first archived row to its last (its start-up and group join are not the write
+//! the last moment it had archived nothing to its last row (its start-up and group join are not the write
 //! path), from its own `fleet_archiver_archived_total` metric. The raw side is one
 //! `COPY ... FROM STDIN` of the same rows into `raw_reading`, a plain table with the
 //! archive's columns and primary key: no Kafka, no decoding, no rollup, no dedupe.
@@ -117,12 +117,13 @@ async fn main() -> anyhow::Result<()> {
     )?;
     harness::wait_ready(port, Duration::from_secs(60)).await?;
     let deadline = Instant::now() + Duration::from_secs(600);
-    let mut first: Option<(Instant, f64)> = None;
+    // The last moment nothing was archived yet: the clock starts there.
+    let mut idle_until = Instant::now();
     let last = loop {
         let archived = harness::metric(port, ARCHIVED).await.unwrap_or_default();
         let now = Instant::now();
-        if archived > 0.0 && first.is_none() {
-            first = Some((now, archived));
+        if archived == 0.0 {
+            idle_until = now;
         }
         if archived as usize >= rows {
             break now;
@@ -135,9 +136,8 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let _ = archiver.terminate(Duration::from_secs(10));
-    let (first_at, first_rows) = first.context("no row archived")?;
-    let archiver_s = (last - first_at).as_secs_f64().max(0.001);
-    let archiver_rate = (rows as f64 - first_rows) / archiver_s;
+    let archiver_s = (last - idle_until).as_secs_f64().max(0.001);
+    let archiver_rate = rows as f64 / archiver_s;
     let raw_rate = rows as f64 / raw_s;
     let archived: i64 = sqlx::query_scalar("SELECT count(*) FROM reading")
         .fetch_one(&pool)

@@ -15,7 +15,7 @@ pub mod writer;
 use std::sync::Arc;
 
 use anyhow::Context;
-use fleet_kafka::{batch, consumer_config};
+use fleet_kafka::{batch, group_member_config};
 use fleet_runtime::serve::{Readiness, serve_metrics};
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -52,20 +52,11 @@ pub async fn run(config: ArchiverConfig, shutdown: CancellationToken) -> anyhow:
     let pool = fleet_store::connect_with_retry(&config.endpoints.database_url, 20)
         .await
         .context("opening the archive database")?;
-    let consumer: StreamConsumer = consumer_config(brokers, &config.group)
-        .set(
-            "session.timeout.ms",
-            config.session_timeout.as_millis().to_string(),
-        )
-        .set(
-            "heartbeat.interval.ms",
-            (config.session_timeout.as_millis() / 3)
-                .max(100)
-                .to_string(),
-        )
-        // Bounds what is fetched ahead of the batch being written (per partition).
-        .set("queued.max.messages.kbytes", "16384")
-        .create()?;
+    let consumer: StreamConsumer =
+        group_member_config(brokers, &config.group, config.session_timeout)
+            // Bounds what is fetched ahead of the batch being written (per partition).
+            .set("queued.max.messages.kbytes", "16384")
+            .create()?;
     consumer
         .subscribe(&[&topics.readings, &topics.alarms])
         .with_context(|| format!("subscribing to {} and {}", topics.readings, topics.alarms))?;

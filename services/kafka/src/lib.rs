@@ -82,6 +82,28 @@ pub fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
     config
 }
 
+/// [`consumer_config`] for a member of a replicated service's group: the group waits
+/// `session_timeout` for a member that stopped heartbeating (a crash) before handing
+/// its partitions to the others, and members heartbeat three times per session, as
+/// Kafka recommends.
+pub fn group_member_config(
+    brokers: &str,
+    group_id: &str,
+    session_timeout: Duration,
+) -> ClientConfig {
+    let mut config = consumer_config(brokers, group_id);
+    config
+        .set(
+            "session.timeout.ms",
+            session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            (session_timeout.as_millis() / 3).max(100).to_string(),
+        );
+    config
+}
+
 /// Creates a topic if it does not exist yet.
 pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), BusError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()

@@ -19,7 +19,7 @@ pub mod metrics;
 use std::sync::Arc;
 
 use anyhow::Context;
-use fleet_kafka::consumer_config;
+use fleet_kafka::group_member_config;
 use fleet_runtime::serve::{Readiness, serve_metrics};
 use fleet_store::registry::WatchMetrics;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -66,19 +66,8 @@ pub async fn run(config: NotifierConfig, shutdown: CancellationToken) -> anyhow:
     )
     .await
     .context("loading the registry")?;
-    let consumer: StreamConsumer = consumer_config(brokers, &config.group)
-        .set(
-            "session.timeout.ms",
-            config.session_timeout.as_millis().to_string(),
-        )
-        // Three heartbeats per session, as Kafka recommends.
-        .set(
-            "heartbeat.interval.ms",
-            (config.session_timeout.as_millis() / 3)
-                .max(100)
-                .to_string(),
-        )
-        .create()?;
+    let consumer: StreamConsumer =
+        group_member_config(brokers, &config.group, config.session_timeout).create()?;
     consumer
         .subscribe(&[&topics.alarms])
         .with_context(|| format!("subscribing to {}", topics.alarms))?;

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use fleet_core::detect::DetectorConfig;
 use fleet_core::{AlarmEvent, json};
-use fleet_kafka::{DeadLetter, FleetProducer, Topics, consumer_config};
+use fleet_kafka::{DeadLetter, FleetProducer, Topics, group_member_config};
 use fleet_runtime::backoff::Backoff;
 use fleet_runtime::serve::{Readiness, serve_metrics};
 use futures_util::future::join_all;
@@ -74,19 +74,9 @@ pub async fn run(config: StreamConfig, shutdown: CancellationToken) -> anyhow::R
     let detector_config = crate::load_config(config.detector_config.as_deref())?;
     let store = CheckpointStore::new(pool, &config.group, &topics.readings);
     let producer = FleetProducer::new(brokers, topics.clone())?;
-    let consumer: StreamConsumer<RebalanceLog> = consumer_config(brokers, &config.group)
-        .set(
-            "session.timeout.ms",
-            config.session_timeout.as_millis().to_string(),
-        )
-        // Three heartbeats per session, as Kafka recommends.
-        .set(
-            "heartbeat.interval.ms",
-            (config.session_timeout.as_millis() / 3)
-                .max(100)
-                .to_string(),
-        )
-        .create_with_context(RebalanceLog::default())?;
+    let consumer: StreamConsumer<RebalanceLog> =
+        group_member_config(brokers, &config.group, config.session_timeout)
+            .create_with_context(RebalanceLog::default())?;
     consumer
         .subscribe(&[&topics.readings])
         .with_context(|| format!("subscribing to {}", topics.readings))?;
