@@ -19,10 +19,13 @@ impl Partitions {
     /// Creates the monthly partitions `readings` fall into, unless already known. Safe
     /// against other archivers doing the same at once.
     pub async fn ensure(&mut self, pool: &PgPool, readings: &[Reading]) -> Result<(), sqlx::Error> {
-        let months: BTreeSet<NaiveDate> =
-            readings.iter().map(|r| month_of(r.measured_at)).collect();
-        for month in months.difference(&self.known.clone()) {
-            let next = next_month(*month);
+        let missing: BTreeSet<NaiveDate> = readings
+            .iter()
+            .map(|r| month_of(r.measured_at))
+            .filter(|m| !self.known.contains(m))
+            .collect();
+        for month in missing {
+            let next = next_month(month);
             let sql = format!(
                 "CREATE TABLE IF NOT EXISTS reading_{} PARTITION OF reading \
                  FOR VALUES FROM ('{month}T00:00:00Z') TO ('{next}T00:00:00Z')",
@@ -35,7 +38,7 @@ impl Partitions {
                 Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P07") => {}
                 Err(e) => return Err(e),
             }
-            self.known.insert(*month);
+            self.known.insert(month);
         }
         Ok(())
     }
