@@ -3,4 +3,5 @@
 pub mod readings;
 pub mod receiver;
 pub mod registry;
+pub mod report;
 pub mod stack;
