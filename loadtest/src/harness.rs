@@ -34,6 +34,17 @@ impl StackEnv {
             database_url: var("FLEET_DATABASE_URL")?,
         })
     }
+
+    /// A command for workspace binary `name` (built first) pointed at this stack,
+    /// with `database_url` as its database (a test's own, or the stack's).
+    pub fn command(&self, name: &str, database_url: &str) -> anyhow::Result<Command> {
+        let mut command = Command::new(binary(name)?);
+        command
+            .env("FLEET_MQTT_URL", &self.mqtt_url)
+            .env("FLEET_KAFKA_BROKERS", &self.kafka_brokers)
+            .env("FLEET_DATABASE_URL", database_url);
+        Ok(command)
+    }
 }
 
 /// The repository root (this crate lives in `loadtest/`).

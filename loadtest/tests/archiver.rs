@@ -4,7 +4,6 @@
 //! once, and every alarm event is there once.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -39,11 +38,11 @@ impl Run {
     }
 
     fn archiver(&self, generation: u32) -> Service {
-        let mut command = Command::new(harness::binary("fleet-archiver").expect("binary"));
+        let mut command = self
+            .env
+            .command("fleet-archiver", &self.database_url)
+            .expect("binary");
         command
-            .env("FLEET_MQTT_URL", &self.env.mqtt_url)
-            .env("FLEET_KAFKA_BROKERS", &self.env.kafka_brokers)
-            .env("FLEET_DATABASE_URL", &self.database_url)
             .env("RUST_LOG", "info")
             .args(["--topic-suffix", &self.suffix])
             .args(["--group", &format!("archiver-{}", self.suffix)])

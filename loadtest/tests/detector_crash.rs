@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fleet_core::AlarmEvent;
@@ -43,13 +42,12 @@ impl Run {
     }
 
     fn start_detector(&self, attempt: u32) -> Service {
-        let binary = harness::binary("fleet-detector").expect("detector binary");
         let log = self.dir.path().join(format!("detector-{attempt}.log"));
-        let mut command = Command::new(binary);
+        let mut command = self
+            .env
+            .command("fleet-detector", &self.env.database_url)
+            .expect("detector binary");
         command
-            .env("FLEET_MQTT_URL", &self.env.mqtt_url)
-            .env("FLEET_KAFKA_BROKERS", &self.env.kafka_brokers)
-            .env("FLEET_DATABASE_URL", &self.env.database_url)
             .env(
                 "RUST_LOG",
                 std::env::var("DETECTOR_LOG").unwrap_or_else(|_| "info".to_owned()),

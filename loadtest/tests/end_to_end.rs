@@ -4,9 +4,7 @@
 //! `fleet-latency` benchmark with a light background; it fails unless every probe's
 //! LOW_RESERVOIR page arrives.
 
-use std::process::Command;
-
-use fleet_loadtest::harness::{self, StackEnv};
+use fleet_loadtest::harness::StackEnv;
 
 #[test]
 #[ignore = "needs the local stack: scripts/test.sh starts it"]
@@ -14,10 +12,9 @@ fn a_faulty_reading_from_a_gateway_ends_as_a_signed_page_at_its_clinic() {
     let env = StackEnv::from_env().expect("stack endpoints");
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("latency.json");
-    let status = Command::new(harness::binary("fleet-latency").expect("binary"))
-        .env("FLEET_MQTT_URL", &env.mqtt_url)
-        .env("FLEET_KAFKA_BROKERS", &env.kafka_brokers)
-        .env("FLEET_DATABASE_URL", &env.database_url)
+    let status = env
+        .command("fleet-latency", &env.database_url)
+        .expect("binary")
         .args(["--gateways", "5", "--readings-per-gateway", "24"])
         .args(["--probes", "10", "--probe-every", "100ms"])
         .arg("--out")

@@ -89,11 +89,11 @@ impl Run {
     }
 
     fn notifier(&self, generation: u32, extra: &[&str]) -> Service {
-        let mut command = Command::new(harness::binary("fleet-notifier").expect("binary"));
+        let mut command = self
+            .env
+            .command("fleet-notifier", &self.database_url)
+            .expect("binary");
         command
-            .env("FLEET_MQTT_URL", &self.env.mqtt_url)
-            .env("FLEET_KAFKA_BROKERS", &self.env.kafka_brokers)
-            .env("FLEET_DATABASE_URL", &self.database_url)
             .env("RUST_LOG", "info")
             .args(["--topic-suffix", &self.suffix])
             .args(["--group", &format!("notifier-{}", self.suffix)])

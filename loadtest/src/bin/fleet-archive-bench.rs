@@ -10,7 +10,6 @@
 //! measured too, to tell the database's share from the broker's.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -102,10 +101,7 @@ async fn main() -> anyhow::Result<()> {
     let port = harness::free_port()?;
     let mut archiver = Service::spawn(
         "fleet-archiver",
-        Command::new(harness::binary("fleet-archiver")?)
-            .env("FLEET_MQTT_URL", &env.mqtt_url)
-            .env("FLEET_KAFKA_BROKERS", &env.kafka_brokers)
-            .env("FLEET_DATABASE_URL", &database_url)
+        env.command("fleet-archiver", &database_url)?
             .args([
                 "--topic-suffix",
                 &run,

@@ -76,10 +76,7 @@ async fn main() -> anyhow::Result<()> {
         let port = harness::free_port()?;
         let service = Service::spawn(
             name,
-            Command::new(harness::binary(name)?)
-                .env("FLEET_MQTT_URL", &env.mqtt_url)
-                .env("FLEET_KAFKA_BROKERS", &env.kafka_brokers)
-                .env("FLEET_DATABASE_URL", &database_url)
+            env.command(name, &database_url)?
                 .env("FLEET_SIGNING_SECRET", SECRET)
                 .env("FLEET_TOPIC_SUFFIX", &run)
                 // Under this load the local broker answers heartbeats slowly; a short

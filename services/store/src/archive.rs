@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, SubsecRound, Utc};
 use fleet_core::{AlarmEvent, Reading};
 use sqlx::{PgConnection, PgPool};
 
@@ -137,14 +137,22 @@ async fn insert_unless_archived<'r>(
     sqlx::query("SET LOCAL enable_hashjoin = off")
         .execute(&mut *tx)
         .await?;
-    let inserted: HashSet<(String, i64)> = sqlx::query_as(INSERT_READINGS)
+    // Matched on the whole key, the time as stored (to the microsecond, as copied).
+    let inserted: HashSet<(String, i64, DateTime<Utc>)> = sqlx::query_as(INSERT_READINGS)
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
         .collect();
     Ok(readings
         .into_iter()
-        .filter(|r| inserted.contains(&(r.pump_id.clone(), r.seq as i64)))
+        .filter(|r| {
+            let key = (
+                r.pump_id.clone(),
+                r.seq as i64,
+                r.measured_at.trunc_subsecs(6),
+            );
+            inserted.contains(&key)
+        })
         .collect())
 }
 
@@ -178,7 +186,7 @@ SELECT * FROM reading_stage t
 WHERE NOT EXISTS (
     SELECT 1 FROM reading r
     WHERE r.pump_id = t.pump_id AND r.seq = t.seq AND r.measured_at = t.measured_at)
-RETURNING pump_id, seq";
+RETURNING pump_id, seq, measured_at";
 
 /// Readings in `COPY`'s text format, columns in the archive's order. Timestamps are
 /// written to the microsecond (PostgreSQL's precision), floats in their shortest exact
