@@ -558,8 +558,11 @@ async fn an_unacknowledged_high_alarm_escalates_until_acknowledged() {
     let cleared = episode("ITP40-800004", AlarmKind::Occlusion, 0, AlarmPriority::High);
     let mut events = vec![high.clone(), medium.clone(), low.clone()];
     events.extend(cleared.iter().cloned());
-    run.publish(&events).await;
+    // The clock starts before publishing: the notifier may take the events from Kafka
+    // before the producer hears its delivery report, so "after publishing" would
+    // start the clock late and make an on-time escalation look early.
     let published = Instant::now();
+    run.publish(&events).await;
 
     // HIGH re-pages every 2 s; MEDIUM escalates once; LOW never.
     let escalations = |pages: &[serde_json::Value], alarm: &str| {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use fleet_runtime::Endpoints;
 use fleetctl::receiver::{ReceiverConfig, Secret};
@@ -44,6 +45,52 @@ enum Command {
     /// deduplicate on (alarm_id, revision, escalation), append new pages to a JSON Lines
     /// file (fsynced before the receipt). Stops on SIGTERM or Ctrl-C.
     Receiver(ReceiverArgs),
+    /// Reports over the archive for post-market surveillance (definitions in
+    /// docs/surveillance.md). Windows are [--from, --to) in UTC.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ReportCommand {
+    /// Per model and firmware: pump-days, alarms per kind per 1,000 pump-days, median
+    /// battery drain per year, occlusion incidence, and Kaplan-Meier survival free of
+    /// failure (table in the report, curves in an SVG file).
+    Surveillance {
+        #[command(flatten)]
+        window: WindowArgs,
+        #[arg(long, value_enum, default_value = "md")]
+        format: fleetctl::report::surveillance::Format,
+        /// Where the Kaplan-Meier chart is written.
+        #[arg(long, default_value = "surveillance-survival.svg")]
+        svg: PathBuf,
+    },
+    /// One pump's timeline: readings (downsampled), its events, alarms, pages and
+    /// acknowledgements as CSV, and an SVG chart of reservoir, battery and catheter
+    /// pressure with events and alarms marked.
+    Pump {
+        pump_id: String,
+        #[command(flatten)]
+        window: WindowArgs,
+        /// Write the CSV here instead of standard output.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Where the chart is written [default: PUMP_ID.svg].
+        #[arg(long)]
+        svg: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct WindowArgs {
+    /// Start of the window, included: YYYY-MM-DD (midnight UTC) or an RFC 3339 time.
+    #[arg(long, value_parser = fleetctl::report::parse_time)]
+    from: DateTime<Utc>,
+    /// End of the window, excluded: YYYY-MM-DD (midnight UTC) or an RFC 3339 time.
+    #[arg(long, value_parser = fleetctl::report::parse_time)]
+    to: DateTime<Utc>,
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +172,7 @@ fn main() -> ExitCode {
             command: RegistryCommand::Import { file, prune },
         } => import_registry(&cli.endpoints.database_url, &file, prune),
         Command::Receiver(args) => run_receiver(args).map(|()| true),
+        Command::Report { command } => run_report(&cli.endpoints.database_url, command),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
@@ -155,6 +203,61 @@ fn import_registry(
             Ok(false)
         }
         Err(fleetctl::registry::ImportError::CannotRun(e)) => Err(e),
+    }
+}
+
+/// `Ok(false)` (exit 1) for a bad window or an unknown pump, `Err` (exit 2) when the
+/// report could not be made.
+fn run_report(database_url: &str, command: ReportCommand) -> anyhow::Result<bool> {
+    use fleetctl::report::{self, ReportError, Window};
+    let runtime = tokio::runtime::Runtime::new()?;
+    let mut stdout = std::io::stdout().lock();
+    let outcome = runtime.block_on(async {
+        match command {
+            ReportCommand::Surveillance {
+                window,
+                format,
+                svg,
+            } => {
+                let window = Window::new(window.from, window.to)?;
+                report::write_surveillance(database_url, window, format, &svg, &mut stdout).await?;
+                eprintln!("fleetctl: survival chart written to {}", svg.display());
+                Ok::<(), ReportError>(())
+            }
+            ReportCommand::Pump {
+                pump_id,
+                window,
+                csv,
+                svg,
+            } => {
+                let window = Window::new(window.from, window.to)?;
+                let svg = svg.unwrap_or_else(|| PathBuf::from(format!("{pump_id}.svg")));
+                let rows = report::write_pump(
+                    database_url,
+                    &pump_id,
+                    window,
+                    csv.as_deref(),
+                    &svg,
+                    &mut stdout,
+                )
+                .await?;
+                eprintln!(
+                    "fleetctl: {rows} timeline rows{}; chart written to {}",
+                    csv.map(|p| format!(" written to {}", p.display()))
+                        .unwrap_or_default(),
+                    svg.display()
+                );
+                Ok(())
+            }
+        }
+    });
+    match outcome {
+        Ok(()) => Ok(true),
+        Err(e) if e.is_bad_input() => {
+            eprintln!("fleetctl: {e}");
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -13,7 +13,7 @@ pub struct Observation {
 }
 
 /// The estimate just after one distinct failure time.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Step {
     pub days: f64,
     /// Pumps still observed (neither failed nor censored) just before `days`.
