@@ -19,9 +19,26 @@ pub async fn fresh_database(url: &str, prefix: &str) -> Result<String, sqlx::Err
     let mut conn = sqlx::PgConnection::connect(url).await?;
     drop_leftovers(&mut conn).await?;
     // The name is ours and checked above: nothing to inject.
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-        .execute(&mut conn)
-        .await?;
+    // Two CREATE DATABASE at once can collide on the template ("being accessed by
+    // other users", SQLSTATE 55006) when tests run in parallel: retry a few times.
+    let mut attempt = 0;
+    loop {
+        let created = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await;
+        match created {
+            Err(sqlx::Error::Database(e))
+                if e.code().as_deref() == Some("55006") && attempt < 20 =>
+            {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+            }
+            other => {
+                other?;
+                break;
+            }
+        };
+    }
     conn.close().await?;
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, format!("?{q}")),

@@ -72,7 +72,13 @@ pub fn survival_svg(curves: &[Curve]) -> Result<String, String> {
 }
 
 /// The step line and the closed outline of its confidence band.
-fn step_paths(curve: &Curve) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+/// Points of a chart in its own coordinates.
+type Polyline = Vec<(f64, f64)>;
+
+/// Which measure of a [`PumpPoint`] a panel plots.
+type Measure = fn(&PumpPoint) -> Option<f64>;
+
+fn step_paths(curve: &Curve) -> (Polyline, Polyline) {
     let (mut line, mut upper, mut lower) = (vec![(0.0, 1.0)], vec![(0.0, 1.0)], vec![(0.0, 1.0)]);
     let (mut s, mut hi, mut lo) = (1.0, 1.0, 1.0);
     for step in curve.steps {
@@ -119,14 +125,18 @@ pub fn pump_svg(
         let root = SVGBackend::with_string(&mut svg, (1100, 860)).into_drawing_area();
         root.fill(&WHITE).map_err(failed)?;
         let root = root.titled(title, ("sans-serif", 22)).map_err(failed)?;
+        let (key, root) = root.split_vertically(22);
+        key.draw_text(
+            EVENT_KEY,
+            &("sans-serif", 12).into_font().color(&BLACK),
+            (70, 4),
+        )
+        .map_err(failed)?;
         let panels = root.split_evenly((3, 1));
-        let series: [(&str, Box<dyn Fn(&PumpPoint) -> Option<f64>>); 3] = [
-            ("reservoir (mL)", Box::new(|p| Some(p.reservoir_ml))),
-            ("battery (%)", Box::new(|p| Some(p.battery_pct))),
-            (
-                "catheter pressure (kPa)",
-                Box::new(|p| p.catheter_pressure_kpa),
-            ),
+        let series: [(&str, Measure); 3] = [
+            ("reservoir (mL)", |p| Some(p.reservoir_ml)),
+            ("battery (%)", |p| Some(p.battery_pct)),
+            ("catheter pressure (kPa)", |p| p.catheter_pressure_kpa),
         ];
         for (i, (panel, (name, value))) in panels.iter().zip(series.iter()).enumerate() {
             let values: Vec<(DateTime<Utc>, f64)> = points
@@ -138,6 +148,17 @@ pub fn pump_svg(
         root.present().map_err(failed)?;
     }
     Ok(svg)
+}
+
+const EVENT_KEY: &str = "ticks: REFILL green, MRI purple, MOTOR_STALL orange, other events grey; red lines: alarms raised";
+
+fn event_colour(event: &str) -> RGBColor {
+    match event {
+        "REFILL" => RGBColor(0, 140, 60),
+        "MRI" => RGBColor(130, 50, 170),
+        "MOTOR_STALL" => RGBColor(230, 120, 0),
+        _ => RGBColor(140, 140, 140),
+    }
 }
 
 fn draw_panel(
@@ -161,16 +182,17 @@ fn draw_panel(
         .x_label_formatter(&|t| t.format("%Y-%m-%d").to_string())
         .draw()
         .map_err(failed)?;
-    let grey = RGBColor(150, 150, 150);
     for mark in marks.iter().filter(|m| m.at >= span.0 && m.at < span.1) {
-        let style = if mark.is_alarm {
-            RED.stroke_width(2)
+        // Alarms run the panel's height; pump events are ticks along its foot, so a
+        // pump that logged a thousand stalls still leaves its curve readable.
+        let (style, height) = if mark.is_alarm {
+            (RED.stroke_width(2), top)
         } else {
-            grey.stroke_width(1)
+            (event_colour(&mark.label).stroke_width(1), top * 0.08)
         };
         chart
             .draw_series(std::iter::once(PathElement::new(
-                vec![(mark.at, 0.0), (mark.at, top)],
+                vec![(mark.at, 0.0), (mark.at, height)],
                 style,
             )))
             .map_err(failed)?;
@@ -234,7 +256,7 @@ mod tests {
         assert!(svg.starts_with("<svg"), "{}", &svg[..40]);
         assert!(svg.contains("ITP-40 4.2.1") && svg.contains("ITV-20 4.3.0"));
         // Two curves and two bands.
-        assert_eq!(svg.matches("<polyline").count() >= 2, true);
+        assert!(svg.matches("<polyline").count() >= 2);
         assert_eq!(svg.matches("<polygon").count(), 2);
     }
 

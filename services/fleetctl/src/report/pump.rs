@@ -157,12 +157,14 @@ async fn events(
         .collect())
 }
 
+type AlarmTuple = (DateTime<Utc>, String, String, String, i32, String, String);
+
 async fn alarms(
     pool: &PgPool,
     pump_id: &str,
     window: Window,
 ) -> Result<Vec<TimelineRow>, ReportError> {
-    let rows: Vec<(DateTime<Utc>, String, String, String, i32, String, String)> = sqlx::query_as(
+    let rows: Vec<AlarmTuple> = sqlx::query_as(
         "SELECT detected_at, kind, state, priority, revision, alarm_id, message
              FROM alarm_event
              WHERE pump_id = $1 AND detected_at >= $2 AND detected_at < $3
