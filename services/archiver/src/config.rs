@@ -7,6 +7,12 @@ use std::time::Duration;
 use clap::Args;
 use fleet_runtime::Endpoints;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TimescaleDb {
+    Auto,
+    Off,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ArchiverConfig {
     #[command(flatten)]
@@ -25,6 +31,16 @@ pub struct ArchiverConfig {
     /// How long a batch may wait to fill up once its first record has arrived.
     #[arg(long, env = "FLEET_ARCHIVER_LINGER", default_value = "200ms", value_parser = humantime::parse_duration)]
     pub linger: Duration,
+    /// Store readings in a TimescaleDB hypertable when the server has the extension and
+    /// the archive is still empty (`auto`), or always on plain partitioned PostgreSQL
+    /// (`off`). The path taken is in the `archive_layout` table and the start-up log.
+    #[arg(
+        long,
+        env = "FLEET_ARCHIVER_TIMESCALEDB",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub timescaledb: TimescaleDb,
     #[command(flatten)]
     pub topic_args: fleet_kafka::TopicArgs,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.

@@ -61,7 +61,19 @@ pub async fn run(config: ArchiverConfig, shutdown: CancellationToken) -> anyhow:
         .subscribe(&[&topics.readings, &topics.alarms])
         .with_context(|| format!("subscribing to {} and {}", topics.readings, topics.alarms))?;
 
-    let writer = Arc::new(Mutex::new(writer::Writer::new(pool, metrics.clone())));
+    let (layout, reason) =
+        fleet_store::layout::settle(&pool, config.timescaledb == config::TimescaleDb::Auto)
+            .await
+            .context("settling the archive's storage path")?;
+    metrics.timescaledb.set(i64::from(
+        layout == fleet_store::layout::Layout::TimescaleDb,
+    ));
+    tracing::info!(path = layout.name(), %reason, "archive storage path");
+    let writer = Arc::new(Mutex::new(writer::Writer::new(
+        pool,
+        layout,
+        metrics.clone(),
+    )));
     tracing::info!(%addr, readings = %topics.readings, alarms = %topics.alarms, group = %config.group, "archiver running");
     readiness.set(true);
     // One batch is written while the next is gathered (the broker and the database

@@ -14,6 +14,8 @@ pub struct ArchiverMetrics {
     pub write_errors_total: IntCounter,
     pub batches_total: IntCounter,
     pub last_batch_size: IntGauge,
+    /// 1 when readings go to a TimescaleDB hypertable, 0 on plain PostgreSQL.
+    pub timescaledb: IntGauge,
 }
 
 impl ArchiverMetrics {
@@ -47,6 +49,11 @@ impl ArchiverMetrics {
                 &r,
                 "fleet_archiver_last_batch_size",
                 "Records in the last batch written",
+            ),
+            timescaledb: gauge(
+                &r,
+                "fleet_archiver_timescaledb",
+                "1 if the archive's readings are a TimescaleDB hypertable, 0 if partitioned PostgreSQL",
             ),
             registry: r,
         }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use fleet_core::{AlarmEvent, Reading, protobuf};
 use fleet_runtime::backoff::Backoff;
 use fleet_store::archive::{self, Partitions};
+use fleet_store::layout::Layout;
 use rdkafka::message::{BorrowedMessage, Message};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -29,10 +30,10 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn new(pool: PgPool, metrics: ArchiverMetrics) -> Writer {
+    pub fn new(pool: PgPool, layout: Layout, metrics: ArchiverMetrics) -> Writer {
         Writer {
             pool,
-            partitions: Partitions::default(),
+            partitions: Partitions::for_layout(layout),
             metrics,
         }
     }

@@ -10,15 +10,27 @@ use fleet_core::{AlarmEvent, Reading};
 use sqlx::{PgConnection, PgPool};
 
 /// Months (first day) whose `reading` partition exists, as far as this process knows.
+/// On the TimescaleDB path there is nothing to do: the hypertable makes its chunks.
 #[derive(Debug, Default)]
 pub struct Partitions {
     known: BTreeSet<NaiveDate>,
+    made_by_timescaledb: bool,
 }
 
 impl Partitions {
+    pub fn for_layout(layout: crate::layout::Layout) -> Self {
+        Self {
+            known: BTreeSet::new(),
+            made_by_timescaledb: layout == crate::layout::Layout::TimescaleDb,
+        }
+    }
+
     /// Creates the monthly partitions `readings` fall into, unless already known. Safe
     /// against other archivers doing the same at once.
     pub async fn ensure(&mut self, pool: &PgPool, readings: &[Reading]) -> Result<(), sqlx::Error> {
+        if self.made_by_timescaledb {
+            return Ok(());
+        }
         let missing: BTreeSet<NaiveDate> = readings
             .iter()
             .map(|r| month_of(r.measured_at))

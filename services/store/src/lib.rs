@@ -4,6 +4,7 @@
 
 pub mod acknowledgement;
 pub mod archive;
+pub mod layout;
 pub mod registry;
 pub mod testing;
 

@@ -74,3 +74,42 @@ async fn late_and_repeated_readings_are_archived_once_and_counted_once() {
         "time kept to the microsecond"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: scripts/test.sh starts it"]
+async fn without_timescaledb_the_archive_stays_partitioned_and_says_why() {
+    use fleet_store::layout::{self, Layout};
+    let pool = pool().await;
+    let available: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("catalogue");
+    assert!(
+        !available,
+        "this test is about a server without TimescaleDB; the local stack has none"
+    );
+
+    let (path, reason) = layout::settle(&pool, true).await.expect("settled");
+    assert_eq!(path, Layout::Partitioned);
+    assert!(reason.contains("extension is not installed"), "{reason}");
+    assert_eq!(
+        layout::current(&pool).await.expect("read back"),
+        (path, reason.clone())
+    );
+
+    let (path, reason) = layout::settle(&pool, false).await.expect("settled");
+    assert_eq!(path, Layout::Partitioned);
+    assert!(reason.contains("turned off"), "{reason}");
+
+    // Still a partitioned table, and writes still go through its monthly partitions.
+    let kind: String =
+        sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = 'reading'")
+            .fetch_one(&pool)
+            .await
+            .expect("catalogue");
+    assert_eq!(kind, "p", "reading is a partitioned table");
+    let mut partitions = Partitions::for_layout(path);
+    assert_eq!(write(&pool, &mut partitions, &[reading(1)]).await, 1);
+}
