@@ -130,5 +130,13 @@ say "the surveillance archive (PostgreSQL)"
 psql "$FLEET_DATABASE_URL" -Atc "SELECT format('  %s readings, %s pump-days, %s pump events, %s alarm events',
   (SELECT count(*) FROM reading), (SELECT count(*) FROM pump_day),
   (SELECT count(*) FROM pump_event), (SELECT count(*) FROM alarm_event))"
+say "surveillance report over the smoke scenario's span (fleetctl report surveillance)"
+mkdir -p "$demo/reports"
+span=$(python3 -c 'import json, sys; t = json.load(open(sys.argv[1])); print(t["start"], t["end"])' \
+  services/core/tests/data/smoke.truth.json)
+"$bin/fleetctl" report surveillance --from "${span% *}" --to "${span#* }" \
+  --svg "$demo/reports/survival.svg" >"$demo/reports/surveillance.md" 2>"$demo/logs/report.log"
+sed -n '/^## Exposure/,/^## Alarms/p' "$demo/reports/surveillance.md" | grep '^|' | sed 's/^/  /'
+echo "  the whole report: $demo/reports/surveillance.md; survival curves: $demo/reports/survival.svg"
 say "done: $total signed pages delivered; logs in $demo/logs, pages in $demo/pages"
 echo "  the stack keeps running: FLEET_STATE_DIR=$FLEET_STATE_DIR deploy/local/stack.sh down"
