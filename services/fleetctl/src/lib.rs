@@ -3,5 +3,4 @@
 pub mod readings;
 pub mod receiver;
 pub mod registry;
-pub mod report;
 pub mod stack;

@@ -62,7 +62,7 @@ enum ReportCommand {
         #[command(flatten)]
         window: WindowArgs,
         #[arg(long, value_enum, default_value = "md")]
-        format: fleetctl::report::surveillance::Format,
+        format: fleet_report::surveillance::Format,
         /// Where the Kaplan-Meier chart is written.
         #[arg(long, default_value = "surveillance-survival.svg")]
         svg: PathBuf,
@@ -86,10 +86,10 @@ enum ReportCommand {
 #[derive(Debug, Args)]
 struct WindowArgs {
     /// Start of the window, included: YYYY-MM-DD (midnight UTC) or an RFC 3339 time.
-    #[arg(long, value_parser = fleetctl::report::parse_time)]
+    #[arg(long, value_parser = fleet_report::parse_time)]
     from: DateTime<Utc>,
     /// End of the window, excluded: YYYY-MM-DD (midnight UTC) or an RFC 3339 time.
-    #[arg(long, value_parser = fleetctl::report::parse_time)]
+    #[arg(long, value_parser = fleet_report::parse_time)]
     to: DateTime<Utc>,
 }
 
@@ -209,7 +209,7 @@ fn import_registry(
 /// `Ok(false)` (exit 1) for a bad window or an unknown pump, `Err` (exit 2) when the
 /// report could not be made.
 fn run_report(database_url: &str, command: ReportCommand) -> anyhow::Result<bool> {
-    use fleetctl::report::{self, ReportError, Window};
+    use fleet_report::{ReportError, Window};
     let runtime = tokio::runtime::Runtime::new()?;
     let mut stdout = std::io::stdout().lock();
     let outcome = runtime.block_on(async {
@@ -220,7 +220,8 @@ fn run_report(database_url: &str, command: ReportCommand) -> anyhow::Result<bool
                 svg,
             } => {
                 let window = Window::new(window.from, window.to)?;
-                report::write_surveillance(database_url, window, format, &svg, &mut stdout).await?;
+                fleet_report::write_surveillance(database_url, window, format, &svg, &mut stdout)
+                    .await?;
                 eprintln!("fleetctl: survival chart written to {}", svg.display());
                 Ok::<(), ReportError>(())
             }
@@ -232,7 +233,7 @@ fn run_report(database_url: &str, command: ReportCommand) -> anyhow::Result<bool
             } => {
                 let window = Window::new(window.from, window.to)?;
                 let svg = svg.unwrap_or_else(|| PathBuf::from(format!("{pump_id}.svg")));
-                let rows = report::write_pump(
+                let rows = fleet_report::write_pump(
                     database_url,
                     &pump_id,
                     window,

@@ -1,4 +1,5 @@
-//! Reports over the archive for the manufacturer's post-market surveillance:
+//! Reports over the archive for the manufacturer's post-market surveillance, for
+//! `fleetctl report` and the fleet API's pump timeline:
 //!
 //! - [`surveillance`]: per model and firmware, exposure (pump-days), alarm rates,
 //!   battery drain, occlusion incidence and survival free of failure;

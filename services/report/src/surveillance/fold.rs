@@ -16,8 +16,8 @@ use super::{
     PREMATURE_DRAIN_PCT_PER_YEAR, SURVIVAL_AT_DAYS, SurveillanceReport, Survival, SurvivalAt,
     TRAILING_DAYS,
 };
-use crate::report::Window;
-use crate::report::survival::{Observation, Step, Z_95, kaplan_meier};
+use crate::Window;
+use crate::survival::{Observation, Step, Z_95, kaplan_meier};
 
 const DAYS_PER_YEAR: f64 = 365.25;
 const OCCLUSION: &str = "OCCLUSION";
