@@ -144,7 +144,8 @@ impl Run {
         let mut command = Command::new(harness::binary("fleet-api").expect("binary"));
         command
             .env("FLEET_DATABASE_URL", &self.database_url)
-            .args(["--listen", &format!("127.0.0.1:{}", self.api_port)]);
+            .args(["--listen", &format!("127.0.0.1:{}", self.api_port)])
+            .args(["--http-listen", "127.0.0.1:0"]);
         Service::spawn("fleet-api", &mut command, &self.path("api.log")).expect("api starts")
     }
 
@@ -594,12 +595,26 @@ async fn an_unacknowledged_high_alarm_escalates_until_acknowledged() {
     ))
     .await
     .expect("api connects");
+    // A clinic-e user's token, as `fleetctl user add` makes it.
+    let pool = fleet_store::connect(&run.database_url).await.expect("db");
+    let token = fleet_store::access::add_user(
+        &pool,
+        "nurse-e",
+        &fleet_store::access::Role::Clinic("clinic-e".into()),
+    )
+    .await
+    .expect("user");
+    let mut request = tonic::Request::new(fleet_proto::api::v1::AcknowledgeAlarmRequest {
+        alarm_id: high.alarm_id.clone(),
+        clinician: "Dr. Test".into(),
+        note: "on my way".into(),
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("metadata"),
+    );
     let answer = api
-        .acknowledge_alarm(fleet_proto::api::v1::AcknowledgeAlarmRequest {
-            alarm_id: high.alarm_id.clone(),
-            clinician: "Dr. Test".into(),
-            note: "on my way".into(),
-        })
+        .acknowledge_alarm(request)
         .await
         .expect("acknowledged")
         .into_inner();

@@ -4,3 +4,4 @@ pub mod readings;
 pub mod receiver;
 pub mod registry;
 pub mod stack;
+pub mod users;

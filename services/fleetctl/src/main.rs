@@ -45,12 +45,40 @@ enum Command {
     /// deduplicate on (alarm_id, revision, escalation), append new pages to a JSON Lines
     /// file (fsynced before the receipt). Stops on SIGTERM or Ctrl-C.
     Receiver(ReceiverArgs),
+    /// Users of the fleet API and the dashboard, and their access tokens.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Reports over the archive for post-market surveillance (definitions in
     /// docs/surveillance.md). Windows are [--from, --to) in UTC.
     Report {
         #[command(subcommand)]
         command: ReportCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Make a user and print its access token (shown this once; only its SHA-256 is
+    /// kept). A clinic's user sees and acknowledges only that clinic's pumps; the
+    /// manufacturer's reads the whole fleet, device data only.
+    Add {
+        name: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// The clinic (registry id) of a clinic's user.
+        #[arg(long, required_if_eq("role", "clinic"))]
+        clinic: Option<String>,
+    },
+    /// Give a user a new token (printed); the old one stops working at once.
+    Rotate { name: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RoleArg {
+    Clinic,
+    Manufacturer,
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,6 +201,7 @@ fn main() -> ExitCode {
         } => import_registry(&cli.endpoints.database_url, &file, prune),
         Command::Receiver(args) => run_receiver(args).map(|()| true),
         Command::Report { command } => run_report(&cli.endpoints.database_url, command),
+        Command::User { command } => run_user(&cli.endpoints.database_url, command),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
@@ -203,6 +232,54 @@ fn import_registry(
             Ok(false)
         }
         Err(fleetctl::registry::ImportError::CannotRun(e)) => Err(e),
+    }
+}
+
+/// Prints the token on stdout (and nothing else there, for scripts); `Ok(false)`
+/// (exit 1) when refused.
+fn run_user(database_url: &str, command: UserCommand) -> anyhow::Result<bool> {
+    use fleet_store::access::Role;
+    use fleetctl::users::{self, UserError};
+    let runtime = tokio::runtime::Runtime::new()?;
+    let outcome = runtime.block_on(async {
+        match command {
+            UserCommand::Add { name, role, clinic } => {
+                let role = match (role, clinic) {
+                    (RoleArg::Clinic, Some(clinic)) => Role::Clinic(clinic),
+                    (RoleArg::Clinic, None) => {
+                        return Err(UserError::Refused(
+                            "--clinic is required for --role clinic".into(),
+                        ));
+                    }
+                    (RoleArg::Manufacturer, None) => Role::Manufacturer,
+                    (RoleArg::Manufacturer, Some(_)) => {
+                        return Err(UserError::Refused(
+                            "--clinic is for clinic users; the manufacturer's sees every clinic"
+                                .into(),
+                        ));
+                    }
+                };
+                let token = users::add(database_url, &name, &role).await?;
+                eprintln!("fleetctl: user '{name}' added; its token (shown once):");
+                Ok(token)
+            }
+            UserCommand::Rotate { name } => {
+                let token = users::rotate(database_url, &name).await?;
+                eprintln!("fleetctl: user '{name}' has a new token (the old one no longer works):");
+                Ok(token)
+            }
+        }
+    });
+    match outcome {
+        Ok(token) => {
+            println!("{token}");
+            Ok(true)
+        }
+        Err(UserError::Refused(why)) => {
+            eprintln!("fleetctl: {why}");
+            Ok(false)
+        }
+        Err(UserError::CannotRun(e)) => Err(e),
     }
 }
 

@@ -2,6 +2,7 @@
 //! (`services/store/migrations`), whichever service starts first. Each service owns its
 //! own tables and queries; this crate only connects and migrates.
 
+pub mod access;
 pub mod acknowledgement;
 pub mod archive;
 pub mod layout;

@@ -1,0 +1,207 @@
+//! The API over HTTP/JSON, for the dashboard and for scripts: the same operations as
+//! gRPC, `Authorization: Bearer <token>` on every call but the login.
+//!
+//! | method and path | operation |
+//! |---|---|
+//! | `POST /api/v1/login` `{"token": ...}` | check a token, audited; answers who it is |
+//! | `GET /api/v1/alarms?state=&priority=&kind=&pump_id=&since=&until=&active=&limit=` | ListAlarms |
+//! | `GET /api/v1/alarms/{alarm_id}` | GetAlarm |
+//! | `POST /api/v1/alarms/{alarm_id}/acknowledge` `{"clinician": ..., "note": ...}` | AcknowledgeAlarm |
+//! | `GET /api/v1/pumps` | ListPumps |
+//! | `GET /api/v1/pumps/{pump_id}/timeline?from=&to=` | GetPumpTimeline |
+//!
+//! Errors are `{"error": "..."}` with 400, 401, 403, 404 or 503.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use fleet_store::access::{self, User};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{AcknowledgeRequest, AlarmFilter, Me};
+use crate::service::{ApiError, Service};
+
+/// Bodies larger than this are refused before they are read.
+const MAX_BODY_BYTES: usize = 16 * 1024;
+
+pub fn router(service: Arc<Service>) -> Router {
+    Router::new()
+        .route("/api/v1/login", post(login))
+        .route("/api/v1/alarms", get(list_alarms))
+        .route("/api/v1/alarms/{alarm_id}", get(get_alarm))
+        .route("/api/v1/alarms/{alarm_id}/acknowledge", post(acknowledge))
+        .route("/api/v1/pumps", get(list_pumps))
+        .route("/api/v1/pumps/{pump_id}/timeline", get(timeline))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(service)
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::Denied(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unavailable(e) => {
+                tracing::error!(error = %e, "database error answering an API call");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        };
+        let body = Json(serde_json::json!({"error": self.to_string()}));
+        let mut response = (status, body).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+/// The caller, from `Authorization: Bearer <token>`.
+#[derive(Debug)]
+pub struct Caller(pub User);
+
+impl FromRequestParts<Arc<Service>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        service: &Arc<Service>,
+    ) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let what = format!("{} {}", parts.method, parts.uri.path());
+        service.authenticate(token, &what).await.map(Caller)
+    }
+}
+
+/// JSON bodies and query strings that do not parse are 400 with serde's reason.
+fn invalid(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Invalid(e.to_string())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginRequest {
+    token: String,
+}
+
+async fn login(
+    State(service): State<Arc<Service>>,
+    body: Result<Json<LoginRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Me>, ApiError> {
+    let Json(request) = body.map_err(invalid)?;
+    let user = service.login(&request.token).await?;
+    Ok(Json(me(&user)))
+}
+
+fn me(user: &User) -> Me {
+    Me {
+        name: user.name.clone(),
+        role: access::role_name(&user.role),
+        clinic_id: match &user.role {
+            access::Role::Clinic(id) => Some(id.clone()),
+            access::Role::Manufacturer => None,
+        },
+    }
+}
+
+async fn list_alarms(
+    State(service): State<Arc<Service>>,
+    Caller(user): Caller,
+    filter: Result<Query<AlarmFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(filter) = filter.map_err(invalid)?;
+    Ok(Json(service.list_alarms(&user, filter).await?))
+}
+
+async fn get_alarm(
+    State(service): State<Arc<Service>>,
+    Caller(user): Caller,
+    Path(alarm_id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(service.get_alarm(&user, &alarm_id).await?))
+}
+
+async fn acknowledge(
+    State(service): State<Arc<Service>>,
+    Caller(user): Caller,
+    Path(alarm_id): Path<String>,
+    body: Result<Json<AcknowledgeRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Json(request) = body.map_err(invalid)?;
+    Ok(Json(service.acknowledge(&user, &alarm_id, &request).await?))
+}
+
+async fn list_pumps(
+    State(service): State<Arc<Service>>,
+    Caller(user): Caller,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(service.list_pumps(&user).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimelineQuery {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+}
+
+/// One timeline row as JSON.
+#[derive(Debug, Serialize)]
+struct Entry<'a> {
+    at: DateTime<Utc>,
+    record: &'a str,
+    what: &'a str,
+    readings: Option<i64>,
+    reservoir_ml: Option<f64>,
+    battery_pct: Option<f64>,
+    battery_v: Option<f64>,
+    catheter_pressure_kpa: Option<f64>,
+    motor_current_ma: Option<f64>,
+    detail: &'a str,
+}
+
+async fn timeline(
+    State(service): State<Arc<Service>>,
+    Caller(user): Caller,
+    Path(pump_id): Path<String>,
+    query: Result<Query<TimelineQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(invalid)?;
+    let timeline = service.pump_timeline(&user, &pump_id, q.from, q.to).await?;
+    let entries: Vec<Entry> = timeline
+        .rows
+        .iter()
+        .map(|r| Entry {
+            at: r.at,
+            record: r.record,
+            what: &r.what,
+            readings: r.readings,
+            reservoir_ml: r.reservoir_ml,
+            battery_pct: r.battery_pct,
+            battery_v: r.battery_v,
+            catheter_pressure_kpa: r.catheter_pressure_kpa,
+            motor_current_ma: r.motor_current_ma,
+            detail: &r.detail,
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "pump_id": timeline.pump_id,
+        "bucket_seconds": timeline.bucket_seconds,
+        "entries": entries,
+    }))
+    .into_response())
+}

@@ -1,0 +1,520 @@
+//! The API's operations and who may do what; the HTTP and gRPC transports both call
+//! these. A clinic's user sees and acknowledges only the pumps the registry assigns to
+//! its clinic; the manufacturer's user reads everything, device data only, and
+//! acknowledges nothing. Every login, acknowledgement and denied access is written to
+//! the audit log before the answer goes out.
+
+use chrono::{DateTime, Utc};
+use fleet_store::access::{self, Role, User};
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::model::{
+    AcknowledgeAnswer, AcknowledgeRequest, Acknowledgement, Alarm, AlarmDetail, AlarmFilter,
+    AlarmRevision, Delivery, Pump,
+};
+
+/// Field lengths a client may send; longer is refused, not cut.
+const MAX_FIELD_CHARS: usize = 200;
+const MAX_NOTE_CHARS: usize = 2_000;
+const DEFAULT_LIMIT: u32 = 200;
+const MAX_LIMIT: u32 = 1_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("a valid access token is required (Authorization: Bearer ...)")]
+    Unauthenticated,
+    #[error("{0}")]
+    Denied(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the database is unavailable; try again")]
+    Unavailable(#[from] sqlx::Error),
+}
+
+#[derive(Debug, Clone)]
+pub struct Service {
+    pool: PgPool,
+}
+
+impl Service {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Checks a token and records the login (or the failed one).
+    pub async fn login(&self, token: &str) -> Result<User, ApiError> {
+        match access::user_for_token(&self.pool, token).await? {
+            Some(user) => {
+                self.audit(
+                    &user.name,
+                    "login",
+                    &user.name,
+                    json!({"role": access::role_name(&user.role)}),
+                )
+                .await?;
+                Ok(user)
+            }
+            None => {
+                self.audit("(unknown token)", "login_failed", "", json!({}))
+                    .await?;
+                Err(ApiError::Unauthenticated)
+            }
+        }
+    }
+
+    /// The user behind a request's token; a missing or unknown token is a denied
+    /// access, and audited as one.
+    pub async fn authenticate(&self, token: Option<&str>, what: &str) -> Result<User, ApiError> {
+        let user = match token {
+            Some(token) => access::user_for_token(&self.pool, token).await?,
+            None => None,
+        };
+        match user {
+            Some(user) => Ok(user),
+            None => {
+                let why = if token.is_some() {
+                    "unknown token"
+                } else {
+                    "no token"
+                };
+                self.audit("(anonymous)", "denied", what, json!({"reason": why}))
+                    .await?;
+                Err(ApiError::Unauthenticated)
+            }
+        }
+    }
+
+    pub async fn list_alarms(
+        &self,
+        user: &User,
+        filter: AlarmFilter,
+    ) -> Result<Vec<Alarm>, ApiError> {
+        check_filter(&filter)?;
+        let limit = filter.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+        let rows: Vec<AlarmRow> = sqlx::query_as(ALARMS)
+            .bind(clinic_of(user))
+            .bind(&filter.state)
+            .bind(&filter.priority)
+            .bind(&filter.kind)
+            .bind(&filter.pump_id)
+            .bind(filter.since)
+            .bind(filter.until)
+            .bind(filter.active)
+            .bind(i64::from(limit))
+            .bind(Option::<&str>::None)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| alarm(r, user)).collect())
+    }
+
+    pub async fn get_alarm(&self, user: &User, alarm_id: &str) -> Result<AlarmDetail, ApiError> {
+        check_field("alarm_id", alarm_id, MAX_FIELD_CHARS)?;
+        self.may_see_alarm(user, alarm_id, "get_alarm").await?;
+        let row: Option<AlarmRow> = sqlx::query_as(ALARMS)
+            .bind(Option::<&str>::None)
+            .bind(Option::<&str>::None)
+            .bind(Option::<&str>::None)
+            .bind(Option::<&str>::None)
+            .bind(Option::<&str>::None)
+            .bind(Option::<DateTime<Utc>>::None)
+            .bind(Option::<DateTime<Utc>>::None)
+            .bind(false)
+            .bind(1_i64)
+            .bind(alarm_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let alarm = row
+            .map(|r| alarm(r, user))
+            .ok_or_else(|| not_archived(alarm_id))?;
+        let revisions: Vec<(i32, String, String, DateTime<Utc>, String, String)> = sqlx::query_as(
+            "SELECT revision, state, priority, detected_at, message, evidence::text
+             FROM alarm_event WHERE alarm_id = $1 ORDER BY revision",
+        )
+        .bind(alarm_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let revisions = revisions
+            .into_iter()
+            .map(
+                |(revision, state, priority, detected_at, message, evidence)| AlarmRevision {
+                    revision: revision.max(0) as u32,
+                    state,
+                    priority,
+                    detected_at,
+                    message,
+                    evidence: serde_json::from_str(&evidence).unwrap_or_default(),
+                },
+            )
+            .collect();
+        // Pages and acknowledgements name clinics and staff: the clinic's business.
+        let (deliveries, acknowledgements) = match user.role {
+            Role::Manufacturer => (Vec::new(), Vec::new()),
+            Role::Clinic(_) => (
+                self.deliveries(alarm_id).await?,
+                self.acknowledgements(alarm_id).await?,
+            ),
+        };
+        Ok(AlarmDetail {
+            alarm,
+            revisions,
+            deliveries,
+            acknowledgements,
+        })
+    }
+
+    pub async fn acknowledge(
+        &self,
+        user: &User,
+        alarm_id: &str,
+        request: &AcknowledgeRequest,
+    ) -> Result<AcknowledgeAnswer, ApiError> {
+        check_field("alarm_id", alarm_id, MAX_FIELD_CHARS)?;
+        check_field("clinician", &request.clinician, MAX_FIELD_CHARS)?;
+        if request.note.chars().count() > MAX_NOTE_CHARS {
+            return Err(ApiError::Invalid(format!(
+                "note is longer than {MAX_NOTE_CHARS} characters"
+            )));
+        }
+        if user.role == Role::Manufacturer {
+            return Err(self
+                .deny(
+                    user,
+                    "acknowledge",
+                    alarm_id,
+                    "the manufacturer's role is read-only",
+                )
+                .await);
+        }
+        self.may_see_alarm(user, alarm_id, "acknowledge").await?;
+        let outcome = fleet_store::acknowledgement::acknowledge(
+            &self.pool,
+            alarm_id,
+            &request.clinician,
+            &request.note,
+        )
+        .await?;
+        self.audit(
+            &user.name,
+            "acknowledge",
+            alarm_id,
+            json!({"clinician": request.clinician, "note": request.note}),
+        )
+        .await?;
+        tracing::info!(%alarm_id, user = %user.name, clinician = %request.clinician, ?outcome, "alarm acknowledged");
+        Ok(AcknowledgeAnswer { known: true })
+    }
+
+    pub async fn list_pumps(&self, user: &User) -> Result<Vec<Pump>, ApiError> {
+        let rows: Vec<PumpRow> = sqlx::query_as(PUMPS)
+            .bind(clinic_of(user))
+            .fetch_all(&self.pool)
+            .await?;
+        let manufacturer = user.role == Role::Manufacturer;
+        Ok(rows
+            .into_iter()
+            .map(|r| Pump {
+                pump_id: r.0,
+                clinic_id: (!manufacturer).then_some(r.1),
+                model: r.2,
+                firmware: r.3,
+                last_contact: r.4,
+                open_alarms: r.8.max(0) as u32,
+                drug: r.5.filter(|_| !manufacturer),
+                reservoir_ml: r.6.filter(|_| !manufacturer),
+                refill_due_at: r.7.filter(|_| !manufacturer),
+            })
+            .collect())
+    }
+
+    pub async fn pump_timeline(
+        &self,
+        user: &User,
+        pump_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<fleet_report::pump::PumpTimeline, ApiError> {
+        check_field("pump_id", pump_id, MAX_FIELD_CHARS)?;
+        let window =
+            fleet_report::Window::new(from, to).map_err(|e| ApiError::Invalid(e.to_string()))?;
+        if let Role::Clinic(clinic) = &user.role {
+            let owner: Option<String> =
+                sqlx::query_scalar("SELECT clinic_id FROM pump WHERE pump_id = $1")
+                    .bind(pump_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            if owner.as_deref() != Some(clinic.as_str()) {
+                return Err(self
+                    .deny(
+                        user,
+                        "pump_timeline",
+                        pump_id,
+                        "the pump is not this clinic's",
+                    )
+                    .await);
+            }
+        }
+        let mut timeline = fleet_report::pump::build(&self.pool, pump_id, window)
+            .await
+            .map_err(|e| match e {
+                fleet_report::ReportError::UnknownPump(_) => ApiError::NotFound(e.to_string()),
+                fleet_report::ReportError::Database(e) => ApiError::Unavailable(e),
+                other => ApiError::Invalid(other.to_string()),
+            })?;
+        if user.role == Role::Manufacturer {
+            timeline
+                .rows
+                .retain(|r| !matches!(r.record, "page" | "acknowledgement"));
+        }
+        Ok(timeline)
+    }
+
+    /// Allows a clinic's user only the alarms of its own pumps; an alarm nobody has
+    /// heard of is NOT_FOUND (a clinic learns alarm ids from pages and the dashboard,
+    /// both after the notifier has the alarm).
+    async fn may_see_alarm(
+        &self,
+        user: &User,
+        alarm_id: &str,
+        action: &str,
+    ) -> Result<(), ApiError> {
+        let owner: Option<(String, Option<String>)> = sqlx::query_as(
+            "SELECT a.pump_id, p.clinic_id FROM (
+                 SELECT pump_id FROM alarm_event WHERE alarm_id = $1
+                 UNION SELECT pump_id FROM page WHERE alarm_id = $1) a
+             LEFT JOIN pump p USING (pump_id) LIMIT 1",
+        )
+        .bind(alarm_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((_, clinic)) = owner else {
+            return Err(ApiError::NotFound(format!("no alarm {alarm_id}")));
+        };
+        match &user.role {
+            Role::Clinic(mine) if clinic.as_deref() != Some(mine.as_str()) => Err(self
+                .deny(user, action, alarm_id, "the alarm is another clinic's")
+                .await),
+            _ => Ok(()),
+        }
+    }
+
+    async fn deliveries(&self, alarm_id: &str) -> Result<Vec<Delivery>, ApiError> {
+        type Row = (
+            i32,
+            i32,
+            String,
+            String,
+            i32,
+            DateTime<Utc>,
+            Option<DateTime<Utc>>,
+            Option<String>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT revision, escalation, target, status, attempts, created_at, delivered_at, last_error
+             FROM page WHERE alarm_id = $1 ORDER BY seq",
+        )
+        .bind(alarm_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Delivery {
+                revision: r.0.max(0) as u32,
+                escalation: r.1.max(0) as u32,
+                target: r.2,
+                status: r.3,
+                attempts: r.4.max(0) as u32,
+                created_at: r.5,
+                delivered_at: r.6,
+                last_error: r.7,
+            })
+            .collect())
+    }
+
+    async fn acknowledgements(&self, alarm_id: &str) -> Result<Vec<Acknowledgement>, ApiError> {
+        let rows: Vec<(String, String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT clinician, note, acknowledged_at FROM acknowledgement
+             WHERE alarm_id = $1 ORDER BY acknowledged_at",
+        )
+        .bind(alarm_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(clinician, note, at)| Acknowledgement {
+                clinician,
+                note,
+                at,
+            })
+            .collect())
+    }
+
+    /// Audits a denied access and returns the error to answer with.
+    async fn deny(&self, user: &User, action: &str, subject: &str, why: &str) -> ApiError {
+        tracing::warn!(user = %user.name, %action, %subject, reason = %why, "access denied");
+        if let Err(e) = self
+            .audit(
+                &user.name,
+                "denied",
+                subject,
+                json!({"action": action, "reason": why}),
+            )
+            .await
+        {
+            return e;
+        }
+        ApiError::Denied(format!("{action} {subject}: {why}"))
+    }
+
+    async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), ApiError> {
+        access::audit(&self.pool, actor, action, subject, &detail).await.map_err(|e| {
+            tracing::error!(error = %e, %actor, %action, "audit log not written: refusing the request");
+            ApiError::Unavailable(e)
+        })
+    }
+}
+
+fn clinic_of(user: &User) -> Option<&str> {
+    match &user.role {
+        Role::Clinic(id) => Some(id.as_str()),
+        Role::Manufacturer => None,
+    }
+}
+
+fn not_archived(alarm_id: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "alarm {alarm_id} is not in the archive yet (the archiver stores alarm events within seconds)"
+    ))
+}
+
+fn check_field(name: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.trim().is_empty() {
+        return Err(ApiError::Invalid(format!("{name} is empty")));
+    }
+    if value.chars().count() > max {
+        return Err(ApiError::Invalid(format!(
+            "{name} is longer than {max} characters"
+        )));
+    }
+    Ok(())
+}
+
+fn check_filter(filter: &AlarmFilter) -> Result<(), ApiError> {
+    let one_of = |name: &str, value: &Option<String>, allowed: &[&str]| match value {
+        Some(v) if !allowed.contains(&v.as_str()) => Err(ApiError::Invalid(format!(
+            "{name} '{v}' is not one of {}",
+            allowed.join(", ")
+        ))),
+        _ => Ok(()),
+    };
+    one_of("state", &filter.state, &["RAISED", "UPDATED", "CLEARED"])?;
+    one_of("priority", &filter.priority, &["HIGH", "MEDIUM", "LOW"])?;
+    for (name, value) in [("kind", &filter.kind), ("pump_id", &filter.pump_id)] {
+        if let Some(v) = value {
+            check_field(name, v, MAX_FIELD_CHARS)?;
+        }
+    }
+    if let (Some(since), Some(until)) = (filter.since, filter.until)
+        && since >= until
+    {
+        return Err(ApiError::Invalid("since must be before until".into()));
+    }
+    Ok(())
+}
+
+type AlarmRow = (
+    String,
+    i32,
+    String,
+    Option<String>,
+    String,
+    String,
+    String,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    String,
+    Option<DateTime<Utc>>,
+    Option<String>,
+);
+
+fn alarm(r: AlarmRow, user: &User) -> Alarm {
+    Alarm {
+        alarm_id: r.0,
+        revision: r.1.max(0) as u32,
+        pump_id: r.2,
+        clinic_id: r.3.filter(|_| user.role != Role::Manufacturer),
+        kind: r.4,
+        priority: r.5,
+        state: r.6,
+        raised_at: r.7,
+        updated_at: r.8,
+        message: r.9,
+        acknowledged_at: r.10,
+        acknowledged_by: r.11.filter(|_| user.role != Role::Manufacturer),
+    }
+}
+
+/// Latest revision per episode, scoped to a clinic ($1) when given, filtered, most
+/// urgent first: priority, then the oldest raised. $10 picks one alarm.
+const ALARMS: &str = "
+WITH latest AS (
+    SELECT DISTINCT ON (a.alarm_id) a.alarm_id, a.revision, a.pump_id, a.kind, a.priority,
+           a.state, a.detected_at, a.message
+    FROM alarm_event a
+    WHERE ($10::text IS NULL OR a.alarm_id = $10)
+      AND ($1::text IS NULL OR a.pump_id IN (SELECT pump_id FROM pump WHERE clinic_id = $1))
+    ORDER BY a.alarm_id, a.revision DESC
+)
+SELECT l.alarm_id, l.revision, l.pump_id, p.clinic_id, l.kind, l.priority, l.state,
+       (SELECT min(f.detected_at) FROM alarm_event f WHERE f.alarm_id = l.alarm_id) AS raised_at,
+       l.detected_at, l.message, k.acknowledged_at, k.clinician
+FROM latest l
+LEFT JOIN pump p USING (pump_id)
+LEFT JOIN LATERAL (
+    SELECT acknowledged_at, clinician FROM acknowledgement
+    WHERE acknowledgement.alarm_id = l.alarm_id ORDER BY acknowledged_at LIMIT 1) k ON true
+WHERE ($2::text IS NULL OR l.state = $2)
+  AND ($3::text IS NULL OR l.priority = $3)
+  AND ($4::text IS NULL OR l.kind = $4)
+  AND ($5::text IS NULL OR l.pump_id = $5)
+  AND ($6::timestamptz IS NULL OR l.detected_at >= $6)
+  AND ($7::timestamptz IS NULL OR l.detected_at < $7)
+  AND (NOT $8 OR l.state <> 'CLEARED')
+ORDER BY CASE l.priority WHEN 'HIGH' THEN 0 WHEN 'MEDIUM' THEN 1 ELSE 2 END, raised_at, l.alarm_id
+LIMIT $9";
+
+type PumpRow = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    Option<String>,
+    Option<f64>,
+    Option<DateTime<Utc>>,
+    i64,
+);
+
+/// The registry's pumps (of one clinic when $1 is given), each with its latest
+/// archived reading and its episodes not cleared.
+const PUMPS: &str = "
+SELECT p.pump_id, p.clinic_id, r.model, r.firmware, r.measured_at, r.drug, r.reservoir_ml,
+       r.refill_due_at,
+       (SELECT count(*) FROM (
+            SELECT DISTINCT ON (a.alarm_id) a.state FROM alarm_event a
+            WHERE a.pump_id = p.pump_id ORDER BY a.alarm_id, a.revision DESC) s
+        WHERE s.state <> 'CLEARED') AS open_alarms
+FROM pump p
+LEFT JOIN LATERAL (
+    SELECT model, firmware, measured_at, drug, reservoir_ml, refill_due_at FROM reading
+    WHERE reading.pump_id = p.pump_id ORDER BY seq DESC LIMIT 1) r ON true
+WHERE ($1::text IS NULL OR p.clinic_id = $1)
+ORDER BY p.pump_id";

@@ -1,0 +1,559 @@
+//! Who may see and do what, over both transports, against the real PostgreSQL: two
+//! clinics and the manufacturer; every endpoint tried across clinics (denied, with the
+//! right status), without a token (refused), and every login, acknowledgement and
+//! denial found in the audit log.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Duration, Utc};
+use fleet_core::{AlarmEvent, Reading};
+use fleet_proto::api::v1 as pb;
+use fleet_proto::api::v1::fleet_api_client::FleetApiClient;
+use fleet_store::access::{self, Role};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+const PUMP_A: &str = "ITP40-100001";
+const PUMP_B: &str = "ITP40-100002";
+
+struct Fixture {
+    pool: PgPool,
+    http: String,
+    grpc: FleetApiClient<Channel>,
+    clinic_a: String,
+    clinic_b: String,
+    manufacturer: String,
+    alarm_a: String,
+    alarm_b: String,
+    start: DateTime<Utc>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+fn alarm_event(pump: &str, at: DateTime<Utc>) -> AlarmEvent {
+    serde_json::from_value(json!({
+        "alarm_id": format!("{pump}:OCCLUSION:{}", at.timestamp()),
+        "revision": 1,
+        "pump_id": pump,
+        "kind": "OCCLUSION",
+        "priority": "HIGH",
+        "state": "RAISED",
+        "detected_at": at.to_rfc3339(),
+        "message": "Catheter pressure rising.",
+        "evidence": {"pressure_kpa": 180.0},
+    }))
+    .expect("an alarm event")
+}
+
+async fn fixture() -> Fixture {
+    let url = std::env::var("FLEET_DATABASE_URL")
+        .expect("FLEET_DATABASE_URL is not set: scripts/test.sh starts the stack");
+    let url = fleet_store::testing::fresh_database(&url, "api")
+        .await
+        .expect("a database of our own");
+    let pool = fleet_store::connect(&url).await.expect("connect");
+    sqlx::raw_sql(
+        "INSERT INTO clinic (id, name, webhook, escalation_after_ms) VALUES
+           ('clinic-a', 'A', 'http://127.0.0.1:1', 60000),
+           ('clinic-b', 'B', 'http://127.0.0.1:1', 60000);
+         INSERT INTO pump (pump_id, gateway_id, clinic_id) VALUES
+           ('ITP40-100001', 'gw-1', 'clinic-a'), ('ITP40-100002', 'gw-2', 'clinic-b');",
+    )
+    .execute(&pool)
+    .await
+    .expect("registry");
+    let start = DateTime::parse_from_rfc3339("2026-03-01T00:00:00Z")
+        .expect("time")
+        .to_utc();
+    // A day of readings and one alarm (with its page) per pump.
+    let readings: Vec<Reading> = [PUMP_A, PUMP_B]
+        .iter()
+        .flat_map(|pump| {
+            (1..=24).map(move |h| Reading::example(pump, h, start + Duration::hours(h as i64)))
+        })
+        .collect();
+    let alarms = [
+        alarm_event(PUMP_A, start + Duration::hours(12)),
+        alarm_event(PUMP_B, start + Duration::hours(12)),
+    ];
+    let mut partitions = fleet_store::archive::Partitions::default();
+    partitions
+        .ensure(&pool, &readings)
+        .await
+        .expect("partitions");
+    let mut tx = pool.begin().await.expect("begin");
+    fleet_store::archive::insert_readings(&mut tx, &readings)
+        .await
+        .expect("readings");
+    fleet_store::archive::insert_alarms(&mut tx, &alarms)
+        .await
+        .expect("alarms");
+    tx.commit().await.expect("commit");
+    for a in &alarms {
+        sqlx::query(
+            "INSERT INTO page (alarm_id, revision, escalation, pump_id, clinic_id, priority, state, event)
+             VALUES ($1, 1, 0, $2, $3, 'HIGH', 'RAISED', '\\x00')",
+        )
+        .bind(&a.alarm_id)
+        .bind(&a.pump_id)
+        .bind(if a.pump_id == PUMP_A { "clinic-a" } else { "clinic-b" })
+        .execute(&pool)
+        .await
+        .expect("page");
+    }
+    let clinic_a = access::add_user(&pool, "nurse-a", &Role::Clinic("clinic-a".into()))
+        .await
+        .expect("user");
+    let clinic_b = access::add_user(&pool, "nurse-b", &Role::Clinic("clinic-b".into()))
+        .await
+        .expect("user");
+    let manufacturer = access::add_user(&pool, "surveillance", &Role::Manufacturer)
+        .await
+        .expect("user");
+
+    let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let grpc_addr = grpc_listener.local_addr().expect("addr");
+    let http = format!("http://{}", http_listener.local_addr().expect("addr"));
+    let stop = CancellationToken::new();
+    tokio::spawn(fleet_api::serve(
+        pool.clone(),
+        grpc_listener,
+        http_listener,
+        stop.clone(),
+    ));
+    let grpc = FleetApiClient::connect(format!("http://{grpc_addr}"))
+        .await
+        .expect("gRPC connects");
+    Fixture {
+        pool,
+        http,
+        grpc,
+        clinic_a,
+        clinic_b,
+        manufacturer,
+        alarm_a: alarms[0].alarm_id.clone(),
+        alarm_b: alarms[1].alarm_id.clone(),
+        start,
+        _stop: stop.drop_guard(),
+    }
+}
+
+async fn call(
+    f: &Fixture,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let client = reqwest::Client::new();
+    let mut request = client.request(method.parse().expect("method"), format!("{}{path}", f.http));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("the API answers");
+    let status = response.status();
+    let value = response.json().await.unwrap_or(Value::Null);
+    (status, value)
+}
+
+fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("metadata"),
+    );
+    request
+}
+
+/// The status code of a failed call; None if it succeeded.
+fn code<T>(answer: Result<T, tonic::Status>) -> Option<tonic::Code> {
+    answer.err().map(|s| s.code())
+}
+
+async fn audit(pool: &PgPool) -> Vec<(String, String, String)> {
+    sqlx::query_as("SELECT actor, action, subject FROM audit_log ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .expect("audit log")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: scripts/test.sh starts it"]
+async fn a_clinic_sees_and_acknowledges_only_its_own_pumps_over_http() {
+    let f = fixture().await;
+    let window = format!(
+        "from={}&to={}",
+        f.start.format("%Y-%m-%dT%H:%M:%SZ"),
+        (f.start + Duration::days(2)).format("%Y-%m-%dT%H:%M:%SZ")
+    );
+    let a = Some(f.clinic_a.as_str());
+
+    // Login: the right token names its user; a wrong one is refused and audited.
+    let (status, me) = call(
+        &f,
+        None,
+        "POST",
+        "/api/v1/login",
+        Some(json!({"token": f.clinic_a})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        me,
+        json!({"name": "nurse-a", "role": "clinic", "clinic_id": "clinic-a"})
+    );
+    let (status, _) = call(
+        &f,
+        None,
+        "POST",
+        "/api/v1/login",
+        Some(json!({"token": "fleet_wrong"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Own pump: everything works.
+    let (status, alarms) = call(&f, a, "GET", "/api/v1/alarms", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<&str> = alarms
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|x| x["alarm_id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, vec![f.alarm_a.as_str()], "only clinic A's alarm");
+    let (status, pumps) = call(&f, a, "GET", "/api/v1/pumps", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(pumps.as_array().expect("list").len(), 1);
+    assert_eq!(pumps[0]["pump_id"], PUMP_A);
+    assert_eq!(pumps[0]["open_alarms"], 1);
+    assert!(pumps[0]["drug"].is_string(), "a clinic sees the therapy");
+    let (status, detail) = call(&f, a, "GET", &format!("/api/v1/alarms/{}", f.alarm_a), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        detail["deliveries"].as_array().expect("deliveries").len(),
+        1
+    );
+    let (status, timeline) = call(
+        &f,
+        a,
+        "GET",
+        &format!("/api/v1/pumps/{PUMP_A}/timeline?{window}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{timeline}");
+    assert!(timeline["entries"].as_array().expect("entries").len() >= 24);
+
+    // The other clinic's pump: denied, every endpoint, and nothing leaks.
+    let b_alarm = format!("/api/v1/alarms/{}", f.alarm_b);
+    for (method, path, body) in [
+        ("GET", b_alarm.clone(), None),
+        (
+            "POST",
+            format!("{b_alarm}/acknowledge"),
+            Some(json!({"clinician": "Dr A"})),
+        ),
+        (
+            "GET",
+            format!("/api/v1/pumps/{PUMP_B}/timeline?{window}"),
+            None,
+        ),
+    ] {
+        let (status, answer) = call(&f, a, method, &path, body).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {answer}");
+        assert!(!answer.to_string().contains("Catheter"), "{answer}");
+    }
+    let (status, filtered) = call(
+        &f,
+        a,
+        "GET",
+        &format!("/api/v1/alarms?pump_id={PUMP_B}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, filtered),
+        (StatusCode::OK, json!([])),
+        "a filter does not widen the scope"
+    );
+
+    // No token, or a wrong one: 401 everywhere.
+    for path in [
+        "/api/v1/alarms",
+        "/api/v1/pumps",
+        &format!("/api/v1/alarms/{}", f.alarm_a),
+    ] {
+        assert_eq!(
+            call(&f, None, "GET", path, None).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        assert_eq!(
+            call(&f, Some("fleet_nope"), "GET", path, None).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+    }
+
+    // Bad input: 400 with the reason.
+    let (status, answer) = call(&f, a, "GET", "/api/v1/alarms?priority=URGENT", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        answer["error"]
+            .as_str()
+            .expect("error")
+            .contains("priority 'URGENT'"),
+        "{answer}"
+    );
+
+    // Acknowledging its own alarm works and shows.
+    let (status, answer) = call(
+        &f,
+        a,
+        "POST",
+        &format!("/api/v1/alarms/{}/acknowledge", f.alarm_a),
+        Some(json!({"clinician": "Dr A", "note": "on my way"})),
+    )
+    .await;
+    assert_eq!((status, answer), (StatusCode::OK, json!({"known": true})));
+    let (_, alarms) = call(&f, a, "GET", "/api/v1/alarms", None).await;
+    assert_eq!(alarms[0]["acknowledged_by"], "Dr A");
+
+    let log = audit(&f.pool).await;
+    let has = |actor: &str, action: &str, subject: &str| {
+        log.iter()
+            .any(|(a, b, c)| a == actor && b == action && c == subject)
+    };
+    assert!(has("nurse-a", "login", "nurse-a"), "{log:?}");
+    assert!(has("(unknown token)", "login_failed", ""), "{log:?}");
+    assert!(has("nurse-a", "denied", &f.alarm_b), "{log:?}");
+    assert!(has("nurse-a", "denied", PUMP_B), "{log:?}");
+    assert!(has("nurse-a", "acknowledge", &f.alarm_a), "{log:?}");
+    assert!(
+        log.iter()
+            .filter(|(a, b, _)| a == "(anonymous)" && b == "denied")
+            .count()
+            >= 6,
+        "{log:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: scripts/test.sh starts it"]
+async fn the_manufacturer_reads_the_whole_fleet_without_therapy_data_and_changes_nothing() {
+    let f = fixture().await;
+    let m = Some(f.manufacturer.as_str());
+    let (status, alarms) = call(&f, m, "GET", "/api/v1/alarms", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let pumps: BTreeSet<&str> = alarms
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|x| x["pump_id"].as_str().expect("pump"))
+        .collect();
+    assert_eq!(pumps, BTreeSet::from([PUMP_A, PUMP_B]));
+    assert!(
+        alarms
+            .as_array()
+            .expect("list")
+            .iter()
+            .all(|x| x["clinic_id"].is_null())
+    );
+    let (_, list) = call(&f, m, "GET", "/api/v1/pumps", None).await;
+    for pump in list.as_array().expect("pumps") {
+        for field in ["clinic_id", "drug", "reservoir_ml", "refill_due_at"] {
+            assert!(
+                pump[field].is_null(),
+                "{field} shown to the manufacturer: {pump}"
+            );
+        }
+        assert!(pump["model"].is_string());
+    }
+    let (_, detail) = call(&f, m, "GET", &format!("/api/v1/alarms/{}", f.alarm_b), None).await;
+    assert_eq!(detail["deliveries"], json!([]));
+    let (status, _) = call(
+        &f,
+        m,
+        "POST",
+        &format!("/api/v1/alarms/{}/acknowledge", f.alarm_b),
+        Some(json!({"clinician": "x"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "read-only");
+    let acks: i64 = sqlx::query_scalar("SELECT count(*) FROM acknowledgement")
+        .fetch_one(&f.pool)
+        .await
+        .expect("count");
+    assert_eq!(acks, 0);
+    assert!(
+        audit(&f.pool)
+            .await
+            .iter()
+            .any(|(a, b, c)| a == "surveillance" && b == "denied" && *c == f.alarm_b)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: scripts/test.sh starts it"]
+async fn grpc_enforces_the_same_rules() {
+    let f = fixture().await;
+    let mut grpc = f.grpc.clone();
+    let (a, b) = (f.clinic_a.as_str(), f.clinic_b.as_str());
+    let window = (
+        Some(prost_types::Timestamp {
+            seconds: f.start.timestamp(),
+            nanos: 0,
+        }),
+        Some(prost_types::Timestamp {
+            seconds: (f.start + Duration::days(2)).timestamp(),
+            nanos: 0,
+        }),
+    );
+
+    assert_eq!(
+        code(
+            grpc.list_alarms(tonic::Request::new(pb::ListAlarmsRequest::default()))
+                .await
+        ),
+        Some(tonic::Code::Unauthenticated)
+    );
+    assert_eq!(
+        code(
+            grpc.get_alarm(with_token(
+                pb::GetAlarmRequest {
+                    alarm_id: f.alarm_b.clone()
+                },
+                a
+            ))
+            .await
+        ),
+        Some(tonic::Code::PermissionDenied)
+    );
+    assert_eq!(
+        code(
+            grpc.acknowledge_alarm(with_token(
+                pb::AcknowledgeAlarmRequest {
+                    alarm_id: f.alarm_b.clone(),
+                    clinician: "Dr A".into(),
+                    note: String::new()
+                },
+                a
+            ))
+            .await
+        ),
+        Some(tonic::Code::PermissionDenied)
+    );
+    assert_eq!(
+        code(
+            grpc.get_pump_timeline(with_token(
+                pb::GetPumpTimelineRequest {
+                    pump_id: PUMP_B.into(),
+                    from: window.0,
+                    to: window.1
+                },
+                a
+            ))
+            .await
+        ),
+        Some(tonic::Code::PermissionDenied)
+    );
+    assert_eq!(
+        code(
+            grpc.get_alarm(with_token(
+                pb::GetAlarmRequest {
+                    alarm_id: "no-such-alarm".into()
+                },
+                a
+            ))
+            .await
+        ),
+        Some(tonic::Code::NotFound)
+    );
+
+    let mine = grpc
+        .list_alarms(with_token(pb::ListAlarmsRequest::default(), b))
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(
+        mine.alarms
+            .iter()
+            .map(|x| x.alarm_id.as_str())
+            .collect::<Vec<_>>(),
+        vec![f.alarm_b.as_str()]
+    );
+    let pumps = grpc
+        .list_pumps(with_token(pb::ListPumpsRequest {}, b))
+        .await
+        .expect("pumps")
+        .into_inner();
+    assert_eq!(
+        pumps
+            .pumps
+            .iter()
+            .map(|p| p.pump_id.as_str())
+            .collect::<Vec<_>>(),
+        vec![PUMP_B]
+    );
+    let detail = grpc
+        .get_alarm(with_token(
+            pb::GetAlarmRequest {
+                alarm_id: f.alarm_b.clone(),
+            },
+            b,
+        ))
+        .await
+        .expect("detail")
+        .into_inner();
+    assert_eq!(detail.revisions.len(), 1);
+    assert_eq!(detail.deliveries.len(), 1);
+    let timeline = grpc
+        .get_pump_timeline(with_token(
+            pb::GetPumpTimelineRequest {
+                pump_id: PUMP_B.into(),
+                from: window.0,
+                to: window.1,
+            },
+            b,
+        ))
+        .await
+        .expect("timeline")
+        .into_inner();
+    assert!(timeline.entries.iter().any(|e| e.record == "alarm"));
+    let answer = grpc
+        .acknowledge_alarm(with_token(
+            pb::AcknowledgeAlarmRequest {
+                alarm_id: f.alarm_b.clone(),
+                clinician: "Dr B".into(),
+                note: "seen".into(),
+            },
+            b,
+        ))
+        .await
+        .expect("ack")
+        .into_inner();
+    assert!(answer.known);
+
+    let log = audit(&f.pool).await;
+    assert!(
+        log.iter()
+            .any(|(a, b, c)| a == "nurse-a" && b == "denied" && *c == f.alarm_b),
+        "{log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|(a, b, c)| a == "nurse-b" && b == "acknowledge" && *c == f.alarm_b),
+        "{log:?}"
+    );
+}
