@@ -130,6 +130,21 @@ say "the surveillance archive (PostgreSQL)"
 psql "$FLEET_DATABASE_URL" -Atc "SELECT format('  %s readings, %s pump-days, %s pump events, %s alarm events',
   (SELECT count(*) FROM reading), (SELECT count(*) FROM pump_day),
   (SELECT count(*) FROM pump_event), (SELECT count(*) FROM alarm_event))"
+say "the fleet API (HTTP/JSON on 127.0.0.1:8080, gRPC on 127.0.0.1:50051), as clinic-001"
+# A token for a clinic-001 user: a new one each run (the old one stops working).
+token=$("$bin/fleetctl" user rotate demo-clinic-001 2>/dev/null) ||
+  token=$("$bin/fleetctl" user add demo-clinic-001 --role clinic --clinic clinic-001 2>/dev/null)
+python3 - "$token" <<'PY'
+import json, sys, urllib.request
+request = urllib.request.Request(
+    "http://127.0.0.1:8080/api/v1/alarms?active=true",
+    headers={"Authorization": "Bearer " + sys.argv[1]},
+)
+alarms = json.load(urllib.request.urlopen(request, timeout=10))
+print(f"  GET /api/v1/alarms?active=true: {len(alarms)} active alarms of clinic-001's pumps")
+for a in alarms[:5]:
+    print(f"    {a['priority']:6} {a['kind']:15} {a['pump_id']}  raised {a['raised_at']}")
+PY
 say "surveillance report over the smoke scenario's span (fleetctl report surveillance)"
 mkdir -p "$demo/reports"
 span=$(python3 -c 'import json, sys; t = json.load(open(sys.argv[1])); print(t["start"], t["end"])' \
