@@ -5,8 +5,10 @@
 # state in .state/demo), the registry imported, three clinics' reference receivers,
 # then ingest, the streaming detector, the notifier and the fleet API; a gateway process
 # replays the smoke scenario's 23,177 readings as its pumps' home gateways would, and
-# the clinics' pages are counted at the end. The services stop when the demo ends; the
-# stack keeps running (`deploy/local/stack.sh down` with FLEET_STATE_DIR=.state/demo).
+# the clinics' pages are counted at the end. The services stop when the demo ends,
+# except the fleet API, which keeps serving the dashboard (the demo ends by printing its
+# address and a login); the stack keeps running (`deploy/local/stack.sh down` with
+# FLEET_STATE_DIR=.state/demo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +18,12 @@ export FLEET_STATE_DIR=${FLEET_DEMO_STATE_DIR:-$PWD/.state/demo}
 demo=$FLEET_STATE_DIR/run
 # The pages' signing secret shared by the demo clinics and the notifier.
 export FLEET_SIGNING_SECRET=${FLEET_SIGNING_SECRET:-local-development-signing-secret}
+
+# A previous demo's API (left serving its dashboard) goes before the fresh stack.
+if [ -f "$demo/api.pid" ]; then
+  kill -TERM "$(cat "$demo/api.pid")" 2>/dev/null || true
+  rm -f "$demo/api.pid"
+fi
 
 say "starting a fresh demo stack (state in $FLEET_STATE_DIR)"
 deploy/local/stack.sh down --purge >/dev/null 2>&1 || true
@@ -83,7 +91,10 @@ done
 start ingest "$bin/fleet-ingest"
 start detector "$bin/fleet-detector"
 start notifier "$bin/fleet-notifier"
-start api "$bin/fleet-api"
+# The API outlives the demo, so its dashboard can be tried afterwards (the stack keeps
+# running too); the next demo run or `kill $(cat $demo/api.pid)` stops it.
+setsid "$bin/fleet-api" >"$demo/logs/api.log" 2>&1 </dev/null &
+echo $! >"$demo/api.pid"
 start archiver "$bin/fleet-archiver"
 wait_ready ingest 9181
 wait_ready detector 9183
@@ -155,3 +166,7 @@ sed -n '/^## Exposure/,/^## Alarms/p' "$demo/reports/surveillance.md" | grep '^|
 echo "  the whole report: $demo/reports/surveillance.md; survival curves: $demo/reports/survival.svg"
 say "done: $total signed pages delivered; logs in $demo/logs, pages in $demo/pages"
 echo "  the stack keeps running: FLEET_STATE_DIR=$FLEET_STATE_DIR deploy/local/stack.sh down"
+say "the clinic dashboard: http://127.0.0.1:8080/"
+echo "  log in as clinic-001's demo-clinic-001 with this access token:"
+echo "  $token"
+echo "  (the fleet API keeps serving it; kill \$(cat $demo/api.pid) stops it)"

@@ -12,6 +12,10 @@ const $ = (id) => document.getElementById(id);
 let token = sessionStorage.getItem("fleet-token");
 let me = null;
 let timer = null;
+// The board is redrawn only when the alarms change, and a note being typed survives
+// a redraw: polling must never eat a clinician's words.
+let shownAlarms = "";
+const drafts = new Map();
 
 async function api(method, path, body) {
   const response = await fetch(path, {
@@ -82,6 +86,8 @@ function alarmItem(alarm) {
     const label = "Acknowledge " + alarm.priority + " " + alarm.kind + " on " + alarm.pump_id;
     const note = element("input", { type: "text", name: "note", maxlength: "2000",
       placeholder: "Note (optional)", "aria-label": "Note for " + label });
+    note.value = drafts.get(alarm.alarm_id) || "";
+    note.addEventListener("input", () => drafts.set(alarm.alarm_id, note.value));
     const button = element("button", { type: "submit", class: "acknowledge", text: "Acknowledge", "aria-label": label });
     const form = element("form", { class: "ack" }, note, button);
     form.addEventListener("submit", async (event) => {
@@ -90,6 +96,7 @@ function alarmItem(alarm) {
       try {
         await api("POST", "/api/v1/alarms/" + encodeURIComponent(alarm.alarm_id) + "/acknowledge",
           { clinician: me.name, note: note.value });
+        drafts.delete(alarm.alarm_id);
         await refresh();
       } catch (error) {
         button.disabled = false;
@@ -113,8 +120,18 @@ async function refresh() {
       api("GET", "/api/v1/alarms?active=true").then((r) => r.json()),
       api("GET", "/api/v1/pumps").then((r) => r.json()),
     ]);
-    $("alarms").replaceChildren(...(alarms.length ? alarms.map(alarmItem)
-      : [element("li", { class: "none", text: "No active alarms." })]));
+    const fresh = JSON.stringify(alarms);
+    if (fresh !== shownAlarms) {
+      const typing = document.activeElement && document.activeElement.closest("li.alarm");
+      const focusId = typing ? typing.getAttribute("data-alarm-id") : null;
+      $("alarms").replaceChildren(...(alarms.length ? alarms.map(alarmItem)
+        : [element("li", { class: "none", text: "No active alarms." })]));
+      shownAlarms = fresh;
+      if (focusId) {
+        const field = document.querySelector('li[data-alarm-id="' + CSS.escape(focusId) + '"] input[name=note]');
+        if (field) field.focus();
+      }
+    }
     $("alarm-count").textContent = "(" + alarms.length + ")";
     const lost = alarms.filter((a) => a.kind === "TELEMETRY_LOST");
     $("lost").replaceChildren(...(lost.length ? lost.map((a) => element("li", {
@@ -137,7 +154,10 @@ async function refresh() {
   }
 }
 
-async function openPump(pumpId) {
+let openPumpId = null;
+
+async function openPump(pumpId, days) {
+  openPumpId = pumpId;
   $("pump").hidden = false;
   $("pump-title").textContent = "Pump " + pumpId;
   $("pump-chart").textContent = "Loading…";
@@ -146,7 +166,7 @@ async function openPump(pumpId) {
     const pump = pumps.find((p) => p.pump_id === pumpId);
     const end = pump && pump.last_contact ? new Date(pump.last_contact) : new Date();
     const to = new Date(end.getTime() + 3600000);
-    const from = new Date(to.getTime() - 30 * DAY_MS);
+    const from = new Date(to.getTime() - (days || 7) * DAY_MS);
     const svg = await api("GET", "/api/v1/pumps/" + encodeURIComponent(pumpId) + "/chart.svg?from=" +
       from.toISOString() + "&to=" + to.toISOString()).then((r) => r.text());
     $("pump-chart").innerHTML = svg;
@@ -167,6 +187,8 @@ function show() {
 
 function logout(message) {
   clearInterval(timer);
+  shownAlarms = "";
+  drafts.clear();
   sessionStorage.removeItem("fleet-token");
   token = null;
   me = null;
@@ -200,6 +222,11 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   });
   $("logout").addEventListener("click", () => logout());
-  $("pump-close").addEventListener("click", () => { $("pump").hidden = true; });
+  $("pump-close").addEventListener("click", () => { $("pump").hidden = true; openPumpId = null; });
+  for (const button of document.querySelectorAll(".range button[data-days]")) {
+    button.addEventListener("click", () => {
+      if (openPumpId) openPump(openPumpId, Number(button.getAttribute("data-days")));
+    });
+  }
   if (token) login(token).then(show, () => logout());
 });

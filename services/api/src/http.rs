@@ -27,17 +27,54 @@ use serde::{Deserialize, Serialize};
 use crate::model::{AcknowledgeRequest, AlarmFilter, Me};
 use crate::service::{ApiError, Service};
 
+// The dashboard: three files, built into the binary, nothing fetched from elsewhere.
+const INDEX_HTML: &str = include_str!("../dashboard/index.html");
+const DASHBOARD_JS: &str = include_str!("../dashboard/dashboard.js");
+const DASHBOARD_CSS: &str = include_str!("../dashboard/dashboard.css");
+
+/// Only this server's own scripts, styles and API; no framing by other sites.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; \
+     base-uri 'none'";
+
+async fn dashboard_file(body: &'static str, content_type: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
 /// Bodies larger than this are refused before they are read.
 const MAX_BODY_BYTES: usize = 16 * 1024;
 
 pub fn router(service: Arc<Service>) -> Router {
     Router::new()
+        .route(
+            "/",
+            get(|| dashboard_file(INDEX_HTML, "text/html; charset=utf-8")),
+        )
+        .route(
+            "/dashboard.js",
+            get(|| dashboard_file(DASHBOARD_JS, "text/javascript; charset=utf-8")),
+        )
+        .route(
+            "/dashboard.css",
+            get(|| dashboard_file(DASHBOARD_CSS, "text/css; charset=utf-8")),
+        )
         .route("/api/v1/login", post(login))
         .route("/api/v1/alarms", get(list_alarms))
         .route("/api/v1/alarms/{alarm_id}", get(get_alarm))
         .route("/api/v1/alarms/{alarm_id}/acknowledge", post(acknowledge))
         .route("/api/v1/pumps", get(list_pumps))
         .route("/api/v1/pumps/{pump_id}/timeline", get(timeline))
+        .route("/api/v1/pumps/{pump_id}/chart.svg", get(chart))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(service)
 }
@@ -172,6 +209,29 @@ struct Entry<'a> {
     catheter_pressure_kpa: Option<f64>,
     motor_current_ma: Option<f64>,
     detail: &'a str,
+}
+
+/// The pump page's chart: reservoir, battery and pressure with events, alarms and
+/// pages marked (the same drawing as `fleetctl report pump`).
+async fn chart(
+    State(service): State<Arc<Service>>,
+    Caller(user): Caller,
+    Path(pump_id): Path<String>,
+    query: Result<Query<TimelineQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(invalid)?;
+    let timeline = service.pump_timeline(&user, &pump_id, q.from, q.to).await?;
+    let svg = timeline
+        .to_svg()
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        svg,
+    )
+        .into_response())
 }
 
 async fn timeline(

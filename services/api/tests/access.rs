@@ -557,3 +557,84 @@ async fn grpc_enforces_the_same_rules() {
         "{log:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: scripts/test.sh starts it"]
+async fn the_dashboard_is_served_under_a_strict_policy_and_loads_nothing_from_elsewhere() {
+    let f = fixture().await;
+    let client = reqwest::Client::new();
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/dashboard.js", "text/javascript"),
+        ("/dashboard.css", "text/css"),
+    ] {
+        let response = client
+            .get(format!("{}{path}", f.http))
+            .send()
+            .await
+            .expect("served");
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(header("content-type").starts_with(kind), "{path}");
+        let policy = header("content-security-policy");
+        assert!(
+            policy.contains("default-src 'none'") && policy.contains("connect-src 'self'"),
+            "{path}: {policy}"
+        );
+        assert_eq!(header("x-content-type-options"), "nosniff");
+        let body = response.text().await.expect("body");
+        assert!(
+            !body.contains("http://") && !body.contains("https://") && !body.contains("//cdn"),
+            "{path} refers to another origin"
+        );
+    }
+    let page = client
+        .get(format!("{}/", f.http))
+        .send()
+        .await
+        .expect("served")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        page.contains("secondary alarm system"),
+        "the page says what it is"
+    );
+
+    // The pump page's chart: the clinic's own pump, drawn; another clinic's, refused.
+    let window = format!(
+        "from={}&to={}",
+        f.start.format("%Y-%m-%dT%H:%M:%SZ"),
+        (f.start + Duration::days(2)).format("%Y-%m-%dT%H:%M:%SZ")
+    );
+    let chart = |pump: &str| {
+        client
+            .get(format!("{}/api/v1/pumps/{pump}/chart.svg?{window}", f.http))
+            .bearer_auth(&f.clinic_a)
+            .send()
+    };
+    let own = chart(PUMP_A).await.expect("answered");
+    assert_eq!(own.status(), StatusCode::OK);
+    assert_eq!(
+        own.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("image/svg+xml")
+    );
+    let svg = own.text().await.expect("svg");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("OCCLUSION"),
+        "the alarm is marked"
+    );
+    assert_eq!(
+        chart(PUMP_B).await.expect("answered").status(),
+        StatusCode::FORBIDDEN
+    );
+}

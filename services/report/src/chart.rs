@@ -104,12 +104,23 @@ pub struct PumpPoint {
     pub catheter_pressure_kpa: Option<f64>,
 }
 
-/// Something to mark on the time axis: a pump event or an alarm.
+/// Something to mark on the time axis.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mark {
     pub at: DateTime<Utc>,
+    /// The event type or the alarm's kind.
     pub label: String,
-    pub is_alarm: bool,
+    pub kind: MarkKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkKind {
+    /// An event the pump logged: a tick along the panel's foot.
+    Event,
+    /// An alarm raised: a red line the panel's height, labelled.
+    Alarm,
+    /// A page to the clinic: a dark tick along the panel's top.
+    Page,
 }
 
 /// Three panels over the same time axis (reservoir, battery, catheter pressure) with
@@ -150,11 +161,12 @@ pub fn pump_svg(
     Ok(svg)
 }
 
-const EVENT_KEY: &str = "ticks: REFILL green, MRI purple, MOTOR_STALL orange, other events grey; red lines: alarms raised";
+const EVENT_KEY: &str = "foot ticks: REFILL green, BOLUS blue, MRI purple, MOTOR_STALL orange, other events grey; red lines: alarms raised; dark top ticks: pages to the clinic";
 
 fn event_colour(event: &str) -> RGBColor {
     match event {
         "REFILL" => RGBColor(0, 140, 60),
+        "BOLUS" => RGBColor(30, 110, 220),
         "MRI" => RGBColor(130, 50, 170),
         "MOTOR_STALL" => RGBColor(230, 120, 0),
         _ => RGBColor(140, 140, 140),
@@ -183,24 +195,25 @@ fn draw_panel(
         .draw()
         .map_err(failed)?;
     for mark in marks.iter().filter(|m| m.at >= span.0 && m.at < span.1) {
-        // Alarms run the panel's height; pump events are ticks along its foot, so a
-        // pump that logged a thousand stalls still leaves its curve readable.
-        let (style, height) = if mark.is_alarm {
-            (RED.stroke_width(2), top)
-        } else {
-            (event_colour(&mark.label).stroke_width(1), top * 0.08)
+        // Alarms run the panel's height; pump events are ticks along its foot and
+        // pages along its top, so a pump that logged a thousand stalls still leaves
+        // its curve readable.
+        let (style, from, to) = match mark.kind {
+            MarkKind::Alarm => (RED.stroke_width(2), 0.0, top),
+            MarkKind::Event => (event_colour(&mark.label).stroke_width(1), 0.0, top * 0.08),
+            MarkKind::Page => (RGBColor(40, 40, 90).stroke_width(2), top * 0.9, top),
         };
         chart
             .draw_series(std::iter::once(PathElement::new(
-                vec![(mark.at, 0.0), (mark.at, height)],
+                vec![(mark.at, from), (mark.at, to)],
                 style,
             )))
             .map_err(failed)?;
-        if mark.is_alarm && label_alarms {
+        if mark.kind == MarkKind::Alarm && label_alarms {
             chart
                 .draw_series(std::iter::once(Text::new(
                     mark.label.clone(),
-                    (mark.at, top * 0.95),
+                    (mark.at, top * 0.85),
                     ("sans-serif", 12).into_font().color(&RED),
                 )))
                 .map_err(failed)?;
@@ -303,12 +316,17 @@ mod tests {
             Mark {
                 at: at(10),
                 label: "REFILL".into(),
-                is_alarm: false,
+                kind: MarkKind::Event,
             },
             Mark {
                 at: at(20),
                 label: "LOW_RESERVOIR".into(),
-                is_alarm: true,
+                kind: MarkKind::Alarm,
+            },
+            Mark {
+                at: at(21),
+                label: "page".into(),
+                kind: MarkKind::Page,
             },
         ];
         let svg = pump_svg("ITV20-1", (at(0), at(48)), &points, &marks).expect("drawn");

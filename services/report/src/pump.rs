@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::chart::{Mark, PumpPoint};
+use super::chart::{Mark, MarkKind, PumpPoint};
 use super::{ReportError, Window};
 
 /// Readings are grouped into at most this many buckets (never finer than an hour).
@@ -329,8 +329,8 @@ impl PumpTimeline {
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
-    /// The chart: downsampled telemetry, events as grey lines (boluses left out: a
-    /// patient's handheld can log dozens a day), alarms raised as labelled red lines.
+    /// The chart: downsampled telemetry, events as ticks, alarms raised as labelled
+    /// red lines, pages as ticks along the top.
     pub fn to_svg(&self) -> Result<String, ReportError> {
         let points: Vec<PumpPoint> = self
             .rows
@@ -348,18 +348,21 @@ impl PumpTimeline {
         let marks: Vec<Mark> = self
             .rows
             .iter()
-            .filter_map(|r| match r.record {
-                "event" if r.what != "BOLUS" => Some(Mark {
+            .filter_map(|r| {
+                let (label, kind) = match r.record {
+                    "event" => (r.what.clone(), MarkKind::Event),
+                    "alarm" if r.what.contains(" RAISED ") => (
+                        r.what.split(' ').next().unwrap_or_default().to_owned(),
+                        MarkKind::Alarm,
+                    ),
+                    "page" => (r.what.clone(), MarkKind::Page),
+                    _ => return None,
+                };
+                Some(Mark {
                     at: r.at,
-                    label: r.what.clone(),
-                    is_alarm: false,
-                }),
-                "alarm" if r.what.contains(" RAISED ") => Some(Mark {
-                    at: r.at,
-                    label: r.what.split(' ').next().unwrap_or_default().to_owned(),
-                    is_alarm: true,
-                }),
-                _ => None,
+                    label,
+                    kind,
+                })
             })
             .collect();
         let title = format!(
