@@ -79,14 +79,19 @@ async fn screenshot(client: &Client, name: &str) {
     println!("screenshot: {}", path.display());
 }
 
+/// Waits (bounded) for an element the page shows once it has loaded or polled.
+async fn shown(client: &Client, css: &str) -> fantoccini::elements::Element {
+    client
+        .wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css} not shown: {e}"))
+}
+
 async fn log_in(client: &Client, base: &str, token: &str) {
     client.goto(base).await.expect("dashboard loads");
-    let field = client
-        .wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css("#token"))
-        .await
-        .expect("the login form");
+    let field = shown(client, "#token").await;
     field.send_keys(token).await.expect("token typed");
     client
         .find(Locator::Css("#login-form button[type=submit]"))
@@ -95,22 +100,12 @@ async fn log_in(client: &Client, base: &str, token: &str) {
         .click()
         .await
         .expect("clicked");
-    client
-        .wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css("#board:not([hidden])"))
-        .await
-        .expect("the board after login");
+    shown(client, "#board:not([hidden])").await;
 }
 
 /// Waits for the alarm's row on the board (the page polls every few seconds).
 async fn alarm_row(client: &Client, alarm_id: &str) -> fantoccini::elements::Element {
-    client
-        .wait()
-        .at_most(Duration::from_secs(30))
-        .for_element(Locator::Css(&format!("li[data-alarm-id=\"{alarm_id}\"]")))
-        .await
-        .unwrap_or_else(|e| panic!("alarm {alarm_id} not on the board: {e}"))
+    shown(client, &format!("li[data-alarm-id=\"{alarm_id}\"]")).await
 }
 
 async fn archived_alarm(pool: &PgPool, pump: &str) -> String {
@@ -301,14 +296,11 @@ async fn a_clinic_acknowledges_a_pipeline_alarm_on_the_dashboard_and_another_cli
         .click()
         .await
         .expect("clicked");
-    let acknowledged = client
-        .wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css(&format!(
-            "li[data-alarm-id=\"{alarm_a}\"] .acknowledged"
-        )))
-        .await
-        .expect("shown as acknowledged");
+    let acknowledged = shown(
+        &client,
+        &format!("li[data-alarm-id=\"{alarm_a}\"] .acknowledged"),
+    )
+    .await;
     let text = acknowledged.text().await.expect("text");
     assert!(text.contains("Acknowledged by nurse-a"), "{text}");
     let note: String = sqlx::query_scalar("SELECT note FROM acknowledgement WHERE alarm_id = $1")
@@ -328,12 +320,7 @@ async fn a_clinic_acknowledges_a_pipeline_alarm_on_the_dashboard_and_another_cli
         .click()
         .await
         .expect("clicked");
-    client
-        .wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css("#pump-chart svg"))
-        .await
-        .expect("the pump chart");
+    shown(&client, "#pump-chart svg").await;
 
     // A phone-width screen still shows the board and its controls.
     client.set_window_size(390, 844).await.expect("resize");

@@ -9,6 +9,8 @@
 //! | `POST /api/v1/alarms/{alarm_id}/acknowledge` `{"clinician": ..., "note": ...}` | AcknowledgeAlarm |
 //! | `GET /api/v1/pumps` | ListPumps |
 //! | `GET /api/v1/pumps/{pump_id}/timeline?from=&to=` | GetPumpTimeline |
+//! | `GET /api/v1/pumps/{pump_id}/chart.svg?from=&to=` | the pump page's chart |
+//! | `GET /`, `/dashboard.js`, `/dashboard.css` | the clinic dashboard (no token needed to load it) |
 //!
 //! Errors are `{"error": "..."}` with 400, 401, 403, 404 or 503.
 
@@ -211,16 +213,28 @@ struct Entry<'a> {
     detail: &'a str,
 }
 
+type WindowQuery = Result<Query<TimelineQuery>, axum::extract::rejection::QueryRejection>;
+
+/// The timeline behind both the JSON timeline and the chart.
+async fn pump_timeline(
+    service: &Service,
+    user: &User,
+    pump_id: &str,
+    query: WindowQuery,
+) -> Result<fleet_report::pump::PumpTimeline, ApiError> {
+    let Query(q) = query.map_err(invalid)?;
+    service.pump_timeline(user, pump_id, q.from, q.to).await
+}
+
 /// The pump page's chart: reservoir, battery and pressure with events, alarms and
 /// pages marked (the same drawing as `fleetctl report pump`).
 async fn chart(
     State(service): State<Arc<Service>>,
     Caller(user): Caller,
     Path(pump_id): Path<String>,
-    query: Result<Query<TimelineQuery>, axum::extract::rejection::QueryRejection>,
+    query: WindowQuery,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(invalid)?;
-    let timeline = service.pump_timeline(&user, &pump_id, q.from, q.to).await?;
+    let timeline = pump_timeline(&service, &user, &pump_id, query).await?;
     let svg = timeline
         .to_svg()
         .map_err(|e| ApiError::Invalid(e.to_string()))?;
@@ -238,10 +252,9 @@ async fn timeline(
     State(service): State<Arc<Service>>,
     Caller(user): Caller,
     Path(pump_id): Path<String>,
-    query: Result<Query<TimelineQuery>, axum::extract::rejection::QueryRejection>,
+    query: WindowQuery,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(invalid)?;
-    let timeline = service.pump_timeline(&user, &pump_id, q.from, q.to).await?;
+    let timeline = pump_timeline(&service, &user, &pump_id, query).await?;
     let entries: Vec<Entry> = timeline
         .rows
         .iter()

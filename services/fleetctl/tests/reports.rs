@@ -595,98 +595,83 @@ async fn a_pump_timeline_holds_its_readings_events_alarms_pages_and_acknowledgem
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the local stack: scripts/test.sh starts it"]
 async fn reports_refuse_bad_dates_reversed_windows_and_unknown_pumps() {
-    let (url, _pool) = database().await;
+    let (url, pool) = database().await;
     let dir = tempfile::tempdir().expect("dir");
-    let run = |args: &[&str]| fleetctl(&url, args, dir.path());
-
-    let out = run(&[
-        "report",
+    // Runs `report KIND [PUMP] --from FROM --to TO`; expects exit `code` and `reason`
+    // on stderr, with nothing on stdout.
+    let refused = |kind: &str, from: &str, to: &str, code: i32, reason: &str| {
+        let mut args = vec!["report", kind];
+        if kind == "pump" {
+            args.push(if reason.contains("unknown pump") {
+                "ITP40-999999"
+            } else {
+                "ITP40-100002"
+            });
+        }
+        args.extend(["--from", from, "--to", to]);
+        let out = fleetctl(&url, &args, dir.path());
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(reason), "{args:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{args:?} printed a report");
+    };
+    // A date that does not exist, and text that is no date: usage errors, naming the flag.
+    refused(
         "surveillance",
-        "--from",
         "2026-02-30",
-        "--to",
         "2026-03-01",
-    ]);
-    assert_eq!(out.status.code(), Some(2), "a usage error");
-    assert!(
-        stderr(&out).contains("'2026-02-30' is not a calendar date"),
-        "{}",
-        stderr(&out)
+        2,
+        "--from <FROM>': '2026-02-30' is not a calendar date",
     );
-    assert!(stderr(&out).contains("--from"), "{}", stderr(&out));
-
-    let out = run(&[
-        "report",
+    refused(
         "pump",
-        "ITP40-100002",
-        "--from",
         "2026-03-01",
-        "--to",
         "soon",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("'soon' is not a date or time"),
-        "{}",
-        stderr(&out)
+        2,
+        "'soon' is not a date or time",
     );
-
-    let out = run(&[
-        "report",
+    // A reversed window: refused, nothing written.
+    refused(
         "surveillance",
-        "--from",
         "2026-03-02",
-        "--to",
         "2026-03-01",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("--from (2026-03-02T00:00:00+00:00) must be before --to"),
-        "{}",
-        stderr(&out)
+        1,
+        "--from (2026-03-02T00:00:00+00:00) must be before --to",
     );
     assert!(
         !dir.path().join("surveillance-survival.svg").exists(),
         "nothing written"
     );
-
-    let out = run(&[
-        "report",
+    // A pump the fleet never heard of.
+    refused(
         "pump",
-        "ITP40-999999",
-        "--from",
         "2026-03-01",
-        "--to",
         "2026-03-02",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("unknown pump 'ITP40-999999'"),
-        "{}",
-        stderr(&out)
+        1,
+        "unknown pump 'ITP40-999999'",
     );
-    assert!(out.stdout.is_empty() && !dir.path().join("ITP40-999999.svg").exists());
+    assert!(!dir.path().join("ITP40-999999.svg").exists());
 
     // A pump the registry lists but nothing archived yet is known: an empty timeline.
-    sqlx::query("INSERT INTO clinic (id, name, webhook, escalation_after_ms) VALUES ('c', 'C', 'http://127.0.0.1:1', 60000)")
-        .execute(&_pool)
-        .await
-        .expect("clinic");
-    sqlx::query(
-        "INSERT INTO pump (pump_id, gateway_id, clinic_id) VALUES ('ITP40-100002', 'gw', 'c')",
+    sqlx::raw_sql(
+        "INSERT INTO clinic (id, name, webhook, escalation_after_ms) VALUES ('c', 'C', 'http://127.0.0.1:1', 60000);
+         INSERT INTO pump (pump_id, gateway_id, clinic_id) VALUES ('ITP40-100002', 'gw', 'c');",
     )
-    .execute(&_pool)
+    .execute(&pool)
     .await
-    .expect("pump");
-    let out = run(&[
-        "report",
-        "pump",
-        "ITP40-100002",
-        "--from",
-        "2026-03-01",
-        "--to",
-        "2026-03-02",
-    ]);
+    .expect("registry");
+    let out = fleetctl(
+        &url,
+        &[
+            "report",
+            "pump",
+            "ITP40-100002",
+            "--from",
+            "2026-03-01",
+            "--to",
+            "2026-03-02",
+        ],
+        dir.path(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).lines().count(),

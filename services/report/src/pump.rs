@@ -94,6 +94,22 @@ pub async fn build(
     })
 }
 
+/// A query over one pump and the window: `$1` the pump, `$2` and `$3` the window's
+/// ends; more parameters can be bound after these.
+fn in_window<'q, T>(
+    sql: &'static str,
+    pump_id: &'q str,
+    window: Window,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+{
+    sqlx::query_as(sql)
+        .bind(pump_id)
+        .bind(window.from)
+        .bind(window.to)
+}
+
 type BucketTuple = (DateTime<Utc>, i64, f64, f64, f64, Option<f64>, Option<f64>);
 
 /// Per bucket the worst of each measure: the lowest reservoir and battery, the highest
@@ -104,18 +120,17 @@ async fn readings(
     window: Window,
     bucket: i64,
 ) -> Result<Vec<TimelineRow>, ReportError> {
-    let rows: Vec<BucketTuple> = sqlx::query_as(
-        "SELECT date_bin(make_interval(secs => $2), measured_at, $3) AS bucket, count(*),
+    let rows: Vec<BucketTuple> = in_window(
+        "SELECT date_bin(make_interval(secs => $4), measured_at, $2) AS bucket, count(*),
                 min(reservoir_ml), min(battery_pct), min(battery_v),
                 max(catheter_pressure_kpa), max(motor_current_ma)
          FROM reading
-         WHERE pump_id = $1 AND measured_at >= $3 AND measured_at < $4
+         WHERE pump_id = $1 AND measured_at >= $2 AND measured_at < $3
          GROUP BY 1 ORDER BY 1",
+        pump_id,
+        window,
     )
-    .bind(pump_id)
     .bind(bucket as f64)
-    .bind(window.from)
-    .bind(window.to)
     .fetch_all(pool)
     .await?;
     Ok(rows
@@ -142,13 +157,12 @@ async fn events(
     pump_id: &str,
     window: Window,
 ) -> Result<Vec<TimelineRow>, ReportError> {
-    let rows: Vec<(DateTime<Utc>, String, String)> = sqlx::query_as(
+    let rows: Vec<(DateTime<Utc>, String, String)> = in_window(
         "SELECT at, type, detail::text FROM pump_event
          WHERE pump_id = $1 AND at >= $2 AND at < $3 ORDER BY at, seq, idx",
+        pump_id,
+        window,
     )
-    .bind(pump_id)
-    .bind(window.from)
-    .bind(window.to)
     .fetch_all(pool)
     .await?;
     Ok(rows
@@ -164,15 +178,14 @@ async fn alarms(
     pump_id: &str,
     window: Window,
 ) -> Result<Vec<TimelineRow>, ReportError> {
-    let rows: Vec<AlarmTuple> = sqlx::query_as(
+    let rows: Vec<AlarmTuple> = in_window(
         "SELECT detected_at, kind, state, priority, revision, alarm_id, message
              FROM alarm_event
              WHERE pump_id = $1 AND detected_at >= $2 AND detected_at < $3
              ORDER BY detected_at, alarm_id, revision",
+        pump_id,
+        window,
     )
-    .bind(pump_id)
-    .bind(window.from)
-    .bind(window.to)
     .fetch_all(pool)
     .await?;
     Ok(rows
@@ -206,15 +219,14 @@ async fn pages(
     pump_id: &str,
     window: Window,
 ) -> Result<Vec<TimelineRow>, ReportError> {
-    let rows: Vec<PageTuple> = sqlx::query_as(
+    let rows: Vec<PageTuple> = in_window(
         "SELECT created_at, alarm_id, revision, escalation, clinic_id, status, target,
                 attempts, delivered_at, last_error
          FROM page WHERE pump_id = $1 AND created_at >= $2 AND created_at < $3
          ORDER BY created_at, seq",
+        pump_id,
+        window,
     )
-    .bind(pump_id)
-    .bind(window.from)
-    .bind(window.to)
     .fetch_all(pool)
     .await?;
     Ok(rows
@@ -262,16 +274,15 @@ async fn acknowledgements(
     pump_id: &str,
     window: Window,
 ) -> Result<Vec<TimelineRow>, ReportError> {
-    let rows: Vec<(DateTime<Utc>, String, String, String)> = sqlx::query_as(
+    let rows: Vec<(DateTime<Utc>, String, String, String)> = in_window(
         "SELECT acknowledged_at, alarm_id, clinician, note FROM acknowledgement
          WHERE acknowledged_at >= $2 AND acknowledged_at < $3
            AND alarm_id IN (SELECT alarm_id FROM alarm_event WHERE pump_id = $1
                             UNION SELECT alarm_id FROM escalation WHERE pump_id = $1)
          ORDER BY acknowledged_at",
+        pump_id,
+        window,
     )
-    .bind(pump_id)
-    .bind(window.from)
-    .bind(window.to)
     .fetch_all(pool)
     .await?;
     Ok(rows
