@@ -169,6 +169,7 @@ async function openPump(pumpId, days) {
     const from = new Date(to.getTime() - (days || 7) * DAY_MS);
     const svg = await api("GET", "/api/v1/pumps/" + encodeURIComponent(pumpId) + "/chart.svg?from=" +
       from.toISOString() + "&to=" + to.toISOString()).then((r) => r.text());
+    if (openPumpId !== pumpId) return; // another pump was opened meanwhile
     $("pump-chart").innerHTML = svg;
     $("pump").scrollIntoView();
   } catch (error) {

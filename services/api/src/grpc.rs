@@ -44,6 +44,10 @@ impl From<ApiError> for Status {
                 tracing::error!(error = %inner, "database error answering an API call");
                 Status::unavailable(e.to_string())
             }
+            ApiError::Internal(inner) => {
+                tracing::error!(error = %inner, "internal error answering an API call");
+                Status::internal(e.to_string())
+            }
         }
     }
 }

@@ -92,6 +92,10 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = %e, "database error answering an API call");
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ApiError::Internal(e) => {
+                tracing::error!(error = %e, "internal error answering an API call");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         };
         let body = Json(serde_json::json!({"error": self.to_string()}));
         let mut response = (status, body).into_response();
@@ -237,7 +241,7 @@ async fn chart(
     let timeline = pump_timeline(&service, &user, &pump_id, query).await?;
     let svg = timeline
         .to_svg()
-        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok((
         [
             (header::CONTENT_TYPE, "image/svg+xml"),

@@ -32,6 +32,9 @@ pub enum ApiError {
     Invalid(String),
     #[error("the database is unavailable; try again")]
     Unavailable(#[from] sqlx::Error),
+    /// A fault of ours (logged in full); the caller hears only that it happened.
+    #[error("internal error; it has been logged")]
+    Internal(String),
 }
 
 #[derive(Debug, Clone)]
@@ -126,6 +129,7 @@ impl Service {
             .bind(alarm_id)
             .fetch_optional(&self.pool)
             .await?;
+        let manufacturer = user.role == Role::Manufacturer;
         let alarm = row
             .map(|r| alarm(r, user))
             .ok_or_else(|| not_archived(alarm_id))?;
@@ -144,16 +148,22 @@ impl Service {
                     state,
                     priority,
                     detected_at,
-                    message,
-                    evidence: serde_json::from_str(&evidence).unwrap_or_default(),
+                    // A clinician's sentence and the detector's numbers carry the drug,
+                    // the dose rate and the reservoir: the clinic's, not the maker's.
+                    message: if manufacturer { String::new() } else { message },
+                    evidence: if manufacturer {
+                        serde_json::json!({})
+                    } else {
+                        serde_json::from_str(&evidence).unwrap_or_default()
+                    },
                 },
             )
             .collect();
         // Pages and acknowledgements name clinics and staff: the clinic's business.
-        let (deliveries, acknowledgements) = match user.role {
+        let (deliveries, acknowledgements) = match &user.role {
             Role::Manufacturer => (Vec::new(), Vec::new()),
-            Role::Clinic(_) => (
-                self.deliveries(alarm_id).await?,
+            Role::Clinic(clinic) => (
+                self.deliveries(alarm_id, clinic).await?,
                 self.acknowledgements(alarm_id).await?,
             ),
         };
@@ -171,13 +181,8 @@ impl Service {
         alarm_id: &str,
         request: &AcknowledgeRequest,
     ) -> Result<AcknowledgeAnswer, ApiError> {
-        check_field("alarm_id", alarm_id, MAX_FIELD_CHARS)?;
-        check_field("clinician", &request.clinician, MAX_FIELD_CHARS)?;
-        if request.note.chars().count() > MAX_NOTE_CHARS {
-            return Err(ApiError::Invalid(format!(
-                "note is longer than {MAX_NOTE_CHARS} characters"
-            )));
-        }
+        // The role first: a read-only user's attempt is denied (and audited) whatever
+        // else is wrong with it.
         if user.role == Role::Manufacturer {
             return Err(self
                 .deny(
@@ -188,23 +193,36 @@ impl Service {
                 )
                 .await);
         }
+        check_field("alarm_id", alarm_id, MAX_FIELD_CHARS)?;
+        check_field("clinician", &request.clinician, MAX_FIELD_CHARS)?;
+        if request.note.chars().count() > MAX_NOTE_CHARS {
+            return Err(ApiError::Invalid(format!(
+                "note is longer than {MAX_NOTE_CHARS} characters"
+            )));
+        }
         self.may_see_alarm(user, alarm_id, "acknowledge").await?;
-        let outcome = fleet_store::acknowledgement::acknowledge(
-            &self.pool,
+        // The acknowledgement and its audit row commit together or not at all.
+        let mut tx = self.pool.begin().await?;
+        let outcome = fleet_store::acknowledgement::acknowledge_in(
+            &mut tx,
             alarm_id,
             &request.clinician,
             &request.note,
         )
         .await?;
-        self.audit(
+        access::audit(
+            &mut *tx,
             &user.name,
             "acknowledge",
             alarm_id,
-            json!({"clinician": request.clinician, "note": request.note}),
+            &json!({"clinician": request.clinician, "note": request.note}),
         )
         .await?;
+        tx.commit().await?;
         tracing::info!(%alarm_id, user = %user.name, clinician = %request.clinician, ?outcome, "alarm acknowledged");
-        Ok(AcknowledgeAnswer { known: true })
+        Ok(AcknowledgeAnswer {
+            known: outcome == fleet_store::acknowledgement::Acknowledged::Known,
+        })
     }
 
     pub async fn list_pumps(&self, user: &User) -> Result<Vec<Pump>, ApiError> {
@@ -264,9 +282,7 @@ impl Service {
                 other => ApiError::Invalid(other.to_string()),
             })?;
         if user.role == Role::Manufacturer {
-            timeline
-                .rows
-                .retain(|r| !matches!(r.record, "page" | "acknowledgement"));
+            device_only(&mut timeline);
         }
         Ok(timeline)
     }
@@ -280,27 +296,32 @@ impl Service {
         alarm_id: &str,
         action: &str,
     ) -> Result<(), ApiError> {
-        let owner: Option<(String, Option<String>)> = sqlx::query_as(
-            "SELECT a.pump_id, p.clinic_id FROM (
-                 SELECT pump_id FROM alarm_event WHERE alarm_id = $1
-                 UNION SELECT pump_id FROM page WHERE alarm_id = $1) a
-             LEFT JOIN pump p USING (pump_id) LIMIT 1",
+        // Every record of the alarm (archived events and pages) must name a pump of the
+        // caller's clinic; a pump outside the registry belongs to no clinic.
+        let (records, all_mine): (i64, Option<bool>) = sqlx::query_as(
+            "SELECT count(*), bool_and(p.clinic_id IS NOT DISTINCT FROM $2 AND $2 IS NOT NULL)
+             FROM (SELECT pump_id FROM alarm_event WHERE alarm_id = $1
+                   UNION SELECT pump_id FROM page WHERE alarm_id = $1) a
+             LEFT JOIN pump p USING (pump_id)",
         )
         .bind(alarm_id)
-        .fetch_optional(&self.pool)
+        .bind(clinic_of(user))
+        .fetch_one(&self.pool)
         .await?;
-        let Some((_, clinic)) = owner else {
+        if records == 0 {
             return Err(ApiError::NotFound(format!("no alarm {alarm_id}")));
-        };
+        }
         match &user.role {
-            Role::Clinic(mine) if clinic.as_deref() != Some(mine.as_str()) => Err(self
+            Role::Clinic(_) if all_mine != Some(true) => Err(self
                 .deny(user, action, alarm_id, "the alarm is another clinic's")
                 .await),
             _ => Ok(()),
         }
     }
 
-    async fn deliveries(&self, alarm_id: &str) -> Result<Vec<Delivery>, ApiError> {
+    /// The alarm's pages to this clinic (a pump that changed clinics keeps its earlier
+    /// clinic's pages private to that clinic).
+    async fn deliveries(&self, alarm_id: &str, clinic: &str) -> Result<Vec<Delivery>, ApiError> {
         type Row = (
             i32,
             i32,
@@ -313,9 +334,10 @@ impl Service {
         );
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT revision, escalation, target, status, attempts, created_at, delivered_at, last_error
-             FROM page WHERE alarm_id = $1 ORDER BY seq",
+             FROM page WHERE alarm_id = $1 AND clinic_id = $2 ORDER BY seq",
         )
         .bind(alarm_id)
+        .bind(clinic)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
@@ -368,6 +390,8 @@ impl Service {
         ApiError::Denied(format!("{action} {subject}: {why}"))
     }
 
+    /// Appends to the audit log (subjects cut to 200 characters: a request path is
+    /// chosen by the caller).
     async fn audit(
         &self,
         actor: &str,
@@ -375,10 +399,30 @@ impl Service {
         subject: &str,
         detail: serde_json::Value,
     ) -> Result<(), ApiError> {
-        access::audit(&self.pool, actor, action, subject, &detail).await.map_err(|e| {
+        let subject: String = subject.chars().take(200).collect();
+        access::audit(&self.pool, actor, action, &subject, &detail).await.map_err(|e| {
             tracing::error!(error = %e, %actor, %action, "audit log not written: refusing the request");
             ApiError::Unavailable(e)
         })
+    }
+}
+
+/// What the manufacturer may see of a timeline: the device's own measurements and
+/// events, and that alarms happened. Not the therapy (reservoir, refills, dose changes,
+/// boluses), not the alarms' wording (it names drug and dose), not pages or
+/// acknowledgements (clinics and staff, and notes may mention patients).
+fn device_only(timeline: &mut fleet_report::pump::PumpTimeline) {
+    timeline.rows.retain(|r| match r.record {
+        "page" | "acknowledgement" => false,
+        "event" => !matches!(r.what.as_str(), "REFILL" | "REPROGRAM" | "BOLUS"),
+        _ => true,
+    });
+    for row in &mut timeline.rows {
+        match row.record {
+            "reading" => row.reservoir_ml = None,
+            "alarm" => row.detail.clear(),
+            _ => {}
+        }
     }
 }
 
@@ -446,6 +490,7 @@ type AlarmRow = (
 );
 
 fn alarm(r: AlarmRow, user: &User) -> Alarm {
+    let manufacturer = user.role == Role::Manufacturer;
     Alarm {
         alarm_id: r.0,
         revision: r.1.max(0) as u32,
@@ -456,7 +501,8 @@ fn alarm(r: AlarmRow, user: &User) -> Alarm {
         state: r.6,
         raised_at: r.7,
         updated_at: r.8,
-        message: r.9,
+        // The message names the drug and the dose: the clinic's business.
+        message: if manufacturer { String::new() } else { r.9 },
         acknowledged_at: r.10,
         acknowledged_by: r.11.filter(|_| user.role != Role::Manufacturer),
     }

@@ -380,17 +380,71 @@ async fn the_manufacturer_reads_the_whole_fleet_without_therapy_data_and_changes
         }
         assert!(pump["model"].is_string());
     }
+    // Alarm messages and evidence name the drug and the dose: left out.
+    assert!(
+        alarms
+            .as_array()
+            .expect("list")
+            .iter()
+            .all(|x| x["message"] == "")
+    );
     let (_, detail) = call(&f, m, "GET", &format!("/api/v1/alarms/{}", f.alarm_b), None).await;
     assert_eq!(detail["deliveries"], json!([]));
-    let (status, _) = call(
+    assert_eq!(detail["acknowledgements"], json!([]));
+    assert_eq!(detail["revisions"][0]["evidence"], json!({}));
+    assert_eq!(detail["revisions"][0]["message"], "");
+    // The timeline: device measurements and that an alarm happened; no reservoir, no
+    // pages, no alarm wording.
+    let window = format!(
+        "from={}&to={}",
+        f.start.format("%Y-%m-%dT%H:%M:%SZ"),
+        (f.start + Duration::days(2)).format("%Y-%m-%dT%H:%M:%SZ")
+    );
+    let (status, timeline) = call(
         &f,
         m,
-        "POST",
-        &format!("/api/v1/alarms/{}/acknowledge", f.alarm_b),
-        Some(json!({"clinician": "x"})),
+        "GET",
+        &format!("/api/v1/pumps/{PUMP_B}/timeline?{window}"),
+        None,
     )
     .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "read-only");
+    assert_eq!(status, StatusCode::OK);
+    let entries = timeline["entries"].as_array().expect("entries");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["record"] == "reading" && e["battery_pct"].is_number())
+    );
+    assert!(entries.iter().any(|e| e["record"] == "alarm"));
+    for e in entries {
+        assert!(e["reservoir_ml"].is_null(), "{e}");
+        assert!(
+            !["page", "acknowledgement"].contains(&e["record"].as_str().unwrap_or_default()),
+            "{e}"
+        );
+        if e["record"] == "alarm" {
+            assert_eq!(e["detail"], "", "{e}");
+        }
+    }
+    // Read-only, whatever the request: the role is checked (and the attempt audited)
+    // before anything else.
+    for body in [json!({"clinician": "x"}), json!({"clinician": ""})] {
+        let (status, _) = call(
+            &f,
+            m,
+            "POST",
+            &format!("/api/v1/alarms/{}/acknowledge", f.alarm_b),
+            Some(body),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "read-only");
+    }
+    let denials = audit(&f.pool)
+        .await
+        .iter()
+        .filter(|(a, b, c)| a == "surveillance" && b == "denied" && *c == f.alarm_b)
+        .count();
+    assert_eq!(denials, 2, "both attempts audited");
     let acks: i64 = sqlx::query_scalar("SELECT count(*) FROM acknowledgement")
         .fetch_one(&f.pool)
         .await

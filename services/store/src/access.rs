@@ -68,12 +68,15 @@ pub async fn user_for_token(pool: &PgPool, token: &str) -> Result<Option<User>, 
             .bind(digest(token))
             .fetch_optional(pool)
             .await?;
-    Ok(row.map(|(name, role, clinic)| User {
-        name,
-        role: match (role.as_str(), clinic) {
+    // A row that is neither a clinic's user with its clinic nor the manufacturer's
+    // (impossible under the table's CHECK) is no user at all: never a wider role.
+    Ok(row.and_then(|(name, role, clinic)| {
+        let role = match (role.as_str(), clinic) {
             ("clinic", Some(id)) => Role::Clinic(id),
-            _ => Role::Manufacturer,
-        },
+            ("manufacturer", None) => Role::Manufacturer,
+            _ => return None,
+        };
+        Some(User { name, role })
     }))
 }
 
@@ -95,8 +98,8 @@ fn new_token() -> String {
 
 /// Appends to the audit log: who (`actor`), what (`action`), on what (`subject`), and
 /// the details as JSON text.
-pub async fn audit(
-    pool: &PgPool,
+pub async fn audit<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
     actor: &str,
     action: &str,
     subject: &str,
@@ -109,7 +112,7 @@ pub async fn audit(
     .bind(action)
     .bind(subject)
     .bind(detail.to_string())
-    .execute(pool)
+    .execute(executor)
     .await?;
     Ok(())
 }

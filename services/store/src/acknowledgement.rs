@@ -12,6 +12,7 @@ pub enum Acknowledged {
     NotYetSeen,
 }
 
+/// Records the acknowledgement and stops escalation, in one transaction.
 pub async fn acknowledge(
     pool: &PgPool,
     alarm_id: &str,
@@ -19,6 +20,19 @@ pub async fn acknowledge(
     note: &str,
 ) -> Result<Acknowledged, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    let outcome = acknowledge_in(&mut tx, alarm_id, clinician, note).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// [`acknowledge`] inside the caller's transaction (the API writes its audit row in
+/// the same one).
+pub async fn acknowledge_in(
+    tx: &mut sqlx::PgConnection,
+    alarm_id: &str,
+    clinician: &str,
+    note: &str,
+) -> Result<Acknowledged, sqlx::Error> {
     sqlx::query("INSERT INTO acknowledgement (alarm_id, clinician, note) VALUES ($1, $2, $3)")
         .bind(alarm_id)
         .bind(clinician)
@@ -43,7 +57,6 @@ pub async fn acknowledge(
             .bind(alarm_id)
             .fetch_one(&mut *tx)
             .await?;
-    tx.commit().await?;
     Ok(if known {
         Acknowledged::Known
     } else {
