@@ -147,6 +147,18 @@ impl FleetApi for Grpc {
                     created_at: Some(timestamp(d.created_at)),
                     delivered_at: d.delivered_at.map(timestamp),
                     last_error: d.last_error.unwrap_or_default(),
+                    history: d
+                        .history
+                        .into_iter()
+                        .map(|a| pb::DeliveryAttempt {
+                            attempt: a.attempt,
+                            at: Some(timestamp(a.at)),
+                            target: a.target,
+                            endpoint: a.endpoint,
+                            accepted: a.accepted,
+                            detail: a.detail,
+                        })
+                        .collect(),
                 })
                 .collect(),
             acknowledgements: detail

@@ -42,6 +42,20 @@ pub struct Delivery {
     pub created_at: DateTime<Utc>,
     pub delivered_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// Every attempt, in order.
+    pub history: Vec<DeliveryAttempt>,
+}
+
+/// One delivery attempt of a page, as the notifier recorded it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeliveryAttempt {
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    pub target: String,
+    pub endpoint: String,
+    pub accepted: bool,
+    /// The receipt id when accepted, the error otherwise.
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

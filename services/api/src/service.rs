@@ -11,7 +11,7 @@ use sqlx::PgPool;
 
 use crate::model::{
     AcknowledgeAnswer, AcknowledgeRequest, Acknowledgement, Alarm, AlarmDetail, AlarmFilter,
-    AlarmRevision, Delivery, Pump,
+    AlarmRevision, Delivery, DeliveryAttempt, Pump,
 };
 
 /// Field lengths a client may send; longer is refused, not cut.
@@ -340,9 +340,33 @@ impl Service {
         .bind(clinic)
         .fetch_all(&self.pool)
         .await?;
+        type AttemptRow = (i32, i32, i32, DateTime<Utc>, String, String, bool, String);
+        let attempts: Vec<AttemptRow> = sqlx::query_as(
+            "SELECT a.revision, a.escalation, a.attempt, a.at, a.target, a.endpoint, a.accepted,
+                    a.detail
+             FROM page_attempt a JOIN page p USING (alarm_id, revision, escalation)
+             WHERE a.alarm_id = $1 AND p.clinic_id = $2
+             ORDER BY a.revision, a.escalation, a.attempt",
+        )
+        .bind(alarm_id)
+        .bind(clinic)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .into_iter()
             .map(|r| Delivery {
+                history: attempts
+                    .iter()
+                    .filter(|a| (a.0, a.1) == (r.0, r.1))
+                    .map(|a| DeliveryAttempt {
+                        attempt: a.2.max(0) as u32,
+                        at: a.3,
+                        target: a.4.clone(),
+                        endpoint: a.5.clone(),
+                        accepted: a.6,
+                        detail: a.7.clone(),
+                    })
+                    .collect(),
                 revision: r.0.max(0) as u32,
                 escalation: r.1.max(0) as u32,
                 target: r.2,

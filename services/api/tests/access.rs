@@ -102,6 +102,16 @@ async fn fixture() -> Fixture {
         .execute(&pool)
         .await
         .expect("page");
+        // Its delivery history: refused once, then accepted.
+        sqlx::query(
+            "INSERT INTO page_attempt (alarm_id, revision, escalation, attempt, endpoint, target, accepted, detail)
+             VALUES ($1, 1, 0, 1, 'http://127.0.0.1:1', 'primary', false, 'connection refused'),
+                    ($1, 1, 0, 2, 'http://127.0.0.1:1', 'primary', true, 'receipt-1')",
+        )
+        .bind(&a.alarm_id)
+        .execute(&pool)
+        .await
+        .expect("attempts");
     }
     let clinic_a = access::add_user(&pool, "nurse-a", &Role::Clinic("clinic-a".into()))
         .await
@@ -244,6 +254,11 @@ async fn a_clinic_sees_and_acknowledges_only_its_own_pumps_over_http() {
         detail["deliveries"].as_array().expect("deliveries").len(),
         1
     );
+    let history = &detail["deliveries"][0]["history"];
+    assert_eq!(history[0]["accepted"], false);
+    assert_eq!(history[0]["detail"], "connection refused");
+    assert_eq!(history[1]["accepted"], true);
+    assert_eq!(history[1]["detail"], "receipt-1");
     let (status, timeline) = call(
         &f,
         a,
@@ -572,6 +587,8 @@ async fn grpc_enforces_the_same_rules() {
         .into_inner();
     assert_eq!(detail.revisions.len(), 1);
     assert_eq!(detail.deliveries.len(), 1);
+    assert_eq!(detail.deliveries[0].history.len(), 2, "both attempts");
+    assert!(detail.deliveries[0].history[1].accepted);
     let timeline = grpc
         .get_pump_timeline(with_token(
             pb::GetPumpTimelineRequest {
