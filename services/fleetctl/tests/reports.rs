@@ -329,9 +329,9 @@ async fn the_surveillance_report_over_the_standard_scenario_matches_the_scenario
         truth["start"].as_str().expect("start"),
         truth["end"].as_str().expect("end"),
     );
-    let out = fleetctl(
-        &url,
-        &[
+    // The report over the scenario's span in one format: its standard output.
+    let surveillance = |format: &str| {
+        let args = [
             "report",
             "surveillance",
             "--from",
@@ -339,12 +339,13 @@ async fn the_surveillance_report_over_the_standard_scenario_matches_the_scenario
             "--to",
             to,
             "--format",
-            "json",
-        ],
-        dir.path(),
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+            format,
+        ];
+        let out = fleetctl(&url, &args, dir.path());
+        assert!(out.status.success(), "{format}: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let report: Value = serde_json::from_str(&surveillance("json")).expect("JSON report");
     let cohorts = report["cohorts"].as_array().expect("cohorts");
     assert_eq!(cohorts.len(), want.len());
     let mut failures_seen = 0;
@@ -435,13 +436,7 @@ async fn the_surveillance_report_over_the_standard_scenario_matches_the_scenario
     );
 
     // The same figures as Markdown and CSV.
-    let md = fleetctl(
-        &url,
-        &["report", "surveillance", "--from", from, "--to", to],
-        dir.path(),
-    );
-    assert!(md.status.success(), "{}", stderr(&md));
-    let md = String::from_utf8_lossy(&md.stdout);
+    let md = surveillance("md");
     let itp40 = &want[&("ITP-40".to_owned(), "4.2.1".to_owned())];
     assert!(
         md.contains(&format!(
@@ -450,22 +445,7 @@ async fn the_surveillance_report_over_the_standard_scenario_matches_the_scenario
         )),
         "{md}"
     );
-    let csv = fleetctl(
-        &url,
-        &[
-            "report",
-            "surveillance",
-            "--from",
-            from,
-            "--to",
-            to,
-            "--format",
-            "csv",
-        ],
-        dir.path(),
-    );
-    assert!(csv.status.success(), "{}", stderr(&csv));
-    let csv = String::from_utf8_lossy(&csv.stdout);
+    let csv = surveillance("csv");
     assert!(csv.starts_with("model,firmware,metric,kind,days,value,lower,upper\n"));
     assert!(
         csv.contains(&format!("ITP-40,4.2.1,pump_days,,,{},,", itp40.pump_days)),
