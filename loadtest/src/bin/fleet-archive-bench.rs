@@ -12,10 +12,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use chrono::Utc;
 use clap::Parser;
 use fleet_kafka::{FleetProducer, Topics, ensure_topic};
+use fleet_loadtest::archive_ceiling;
 use fleet_loadtest::harness::{self, Service, StackEnv};
 
 #[derive(Debug, Parser)]
@@ -34,9 +34,6 @@ struct Cli {
     out: PathBuf,
 }
 
-/// The archiver's default `--batch`.
-const BATCH: usize = 5000;
-
 const ARCHIVED: &str = "fleet_archiver_archived_total{kind=\"reading\"}";
 
 #[tokio::main]
@@ -50,40 +47,10 @@ async fn main() -> anyhow::Result<()> {
     let database_url = fleet_store::testing::fresh_database(&env.database_url, "archbench").await?;
     let pool = fleet_store::connect(&database_url).await?;
 
-    // Raw COPY of the same rows.
-    sqlx::query("CREATE TABLE raw_reading (LIKE reading INCLUDING ALL)")
-        .execute(&pool)
-        .await?;
-    let text = fleet_store::archive::copy_text(&readings.iter().collect::<Vec<_>>());
-    let mut conn = pool.acquire().await?;
-    let started = Instant::now();
-    let mut copy = conn
-        .copy_in_raw("COPY raw_reading FROM STDIN")
-        .await
-        .context("starting COPY")?;
-    copy.send(text.as_bytes()).await?;
-    let copied = copy.finish().await?;
-    let raw_s = started.elapsed().as_secs_f64();
-    anyhow::ensure!(
-        copied as usize == rows,
-        "COPY wrote {copied} of {rows} rows"
-    );
-    drop(conn);
-
-    // The archiver's write path alone (what it does per batch, minus Kafka), then the
-    // archive is emptied for the archiver's run.
-    let mut partitions = fleet_store::archive::Partitions::default();
-    let started = Instant::now();
-    for batch in readings.chunks(BATCH) {
-        partitions.ensure(&pool, batch).await?;
-        let mut tx = pool.begin().await?;
-        fleet_store::archive::insert_readings(&mut tx, batch).await?;
-        tx.commit().await?;
-    }
-    let write_path_s = started.elapsed().as_secs_f64();
-    sqlx::query("TRUNCATE reading, pump_day, pump_event, archive_watermark")
-        .execute(&pool)
-        .await?;
+    // Raw COPY of the same rows, then the archiver's write path alone (the archive is
+    // emptied again for the archiver's run).
+    let rates = archive_ceiling::measure(&pool, &readings).await?;
+    let (raw_rate, write_path_rate) = (rates.raw_copy_rows_per_s, rates.write_path_rows_per_s);
 
     // The same rows through Kafka and the archiver.
     let topics = Topics::with_suffix(&run);
@@ -134,7 +101,6 @@ async fn main() -> anyhow::Result<()> {
     let _ = archiver.terminate(Duration::from_secs(10));
     let archiver_s = (last - idle_until).as_secs_f64().max(0.001);
     let archiver_rate = rows as f64 / archiver_s;
-    let raw_rate = rows as f64 / raw_s;
     let archived: i64 = sqlx::query_scalar("SELECT count(*) FROM reading")
         .fetch_one(&pool)
         .await?;
@@ -149,8 +115,8 @@ async fn main() -> anyhow::Result<()> {
         "rows": rows,
         "raw_copy_rows_per_s": raw_rate.round(),
         "archiver_rows_per_s": archiver_rate.round(),
-        "write_path_rows_per_s": (rows as f64 / write_path_s).round(),
-        "write_path_ratio": (rows as f64 / write_path_s / raw_rate * 100.0).round() / 100.0,
+        "write_path_rows_per_s": write_path_rate.round(),
+        "write_path_ratio": (rates.ratio() * 100.0).round() / 100.0,
         "ratio": (archiver_rate / raw_rate * 100.0).round() / 100.0,
         "target_ratio": 0.6,
         "command": "loadtest/bench-archiver.sh",

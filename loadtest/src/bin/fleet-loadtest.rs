@@ -1,8 +1,12 @@
-//! `fleet-loadtest`: throughput of the telemetry path (gateways → Mosquitto → ingest →
-//! Kafka) on this machine, next to the raw ceilings of the same broker and the same
-//! Kafka measured in the same run. Needs the local stack (`deploy/local/stack.sh up`).
+//! `fleet-loadtest`: each hop on this machine next to its raw ceiling measured in the
+//! same run: the telemetry path (gateways → Mosquitto → ingest → Kafka) against MQTT
+//! publish→subscribe through the same broker and Kafka produce to the same broker; the
+//! archive's write path against a raw `COPY` into the same database. Needs the local
+//! stack (`deploy/local/stack.sh up`).
 //!
-//! Prints a table and writes the figures as JSON (`--out`).
+//! Prints the figures, writes them as JSON (`--out`) and draws the ratios (`--plot`).
+//! `--quick` is a small run (well under two minutes) for CI's smoke test: its figures
+//! are not comparable with a full run's.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -15,6 +19,7 @@ use fleet_core::Reading;
 use fleet_kafka::{FleetProducer, Topics, ensure_topic};
 use fleet_loadtest::harness::{self, Service, StackEnv};
 use fleet_loadtest::kafka_count;
+use fleet_loadtest::{archive_ceiling, plot};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
@@ -22,7 +27,7 @@ use rumqttc::{AsyncClient, Event, Packet, QoS};
 #[derive(Debug, Parser)]
 #[command(
     name = "fleet-loadtest",
-    about = "Telemetry-path throughput against raw ceilings"
+    about = "Each hop's throughput against its raw ceiling, measured in the same run"
 )]
 struct Cli {
     /// Virtual gateways (one pump each), all in one gateway process.
@@ -40,11 +45,21 @@ struct Cli {
     /// Where to write the JSON result.
     #[arg(long, default_value = "loadtest/results/telemetry.json")]
     out: PathBuf,
+    /// Where to draw each hop's ratio to its ceiling (SVG).
+    #[arg(long, default_value = "loadtest/results/telemetry.svg")]
+    plot: PathBuf,
+    /// A small run for a smoke test: 40 gateways × 30 readings, 3,000 raw messages
+    /// (overrides those three settings).
+    #[arg(long)]
+    quick: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if cli.quick {
+        (cli.gateways, cli.readings_per_gateway, cli.raw_messages) = (40, 30, 3000);
+    }
     let env = StackEnv::from_env()?;
     let run = format!("bench-{}", Utc::now().timestamp());
     let dir = harness::kept_dir("fleet-loadtest-")?;
@@ -65,7 +80,28 @@ async fn main() -> anyhow::Result<()> {
     let (pipeline, duplicates) = pipeline(&env, &run, &dir, &readings, cli.ingest_replicas).await?;
     eprintln!("pipeline: {pipeline:.0} readings/s");
 
+    let database_url = fleet_store::testing::fresh_database(&env.database_url, "loadtest").await?;
+    let pool = fleet_store::connect(&database_url).await?;
+    let archive = archive_ceiling::measure(&pool, &readings).await?;
+    eprintln!(
+        "archive write path: {:.0} rows/s; raw COPY: {:.0} rows/s",
+        archive.write_path_rows_per_s, archive.raw_copy_rows_per_s
+    );
+
     let slower = mqtt_ceiling.min(kafka_ceiling);
+    let hops = [
+        ("telemetry path / MQTT pub→sub", pipeline, mqtt_ceiling),
+        ("telemetry path / Kafka produce", pipeline, kafka_ceiling),
+        (
+            "archive write path / COPY",
+            archive.write_path_rows_per_s,
+            archive.raw_copy_rows_per_s,
+        ),
+    ];
+    if let Some(parent) = cli.plot.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&cli.plot, plot::ratios(&hops).map_err(anyhow::Error::msg)?)?;
     let result = serde_json::json!({
         "measured_at": Utc::now().to_rfc3339(),
         "gateways": cli.gateways,
@@ -77,6 +113,11 @@ async fn main() -> anyhow::Result<()> {
         "raw_mqtt_msgs_per_s": mqtt_ceiling.round(),
         "raw_kafka_produce_msgs_per_s": kafka_ceiling.round(),
         "ratio_to_slower_raw": (pipeline / slower * 100.0).round() / 100.0,
+        "raw_copy_rows_per_s": archive.raw_copy_rows_per_s.round(),
+        "archive_write_path_rows_per_s": archive.write_path_rows_per_s.round(),
+        "archive_ratio_to_copy": (archive.ratio() * 100.0).round() / 100.0,
+        "quick": cli.quick,
+        "command": if cli.quick { "fleet-loadtest --quick" } else { "cargo run --release -p fleet-loadtest" },
     });
     if let Some(parent) = cli.out.parent() {
         std::fs::create_dir_all(parent)?;

@@ -1,0 +1,74 @@
+//! The benchmark's picture: each hop's figure as a fraction of its raw ceiling, one
+//! bar per hop, labelled with both figures.
+
+use plotters::prelude::*;
+
+/// One hop: its name, our figure and the ceiling's (both per second).
+pub type Hop<'a> = (&'a str, f64, f64);
+
+pub fn ratios(hops: &[Hop]) -> Result<String, String> {
+    let failed = |e: &dyn std::fmt::Debug| format!("drawing the plot: {e:?}");
+    let mut svg = String::new();
+    {
+        let height = 120 + 70 * u32::try_from(hops.len()).unwrap_or(10);
+        let root = SVGBackend::with_string(&mut svg, (900, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| failed(&e))?;
+        let top = hops.iter().map(|h| h.1 / h.2).fold(1.0, f64::max) * 1.1;
+        let rows = hops.len() as f64;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "Each hop against its raw ceiling (same run, same machine)",
+                ("sans-serif", 18),
+            )
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(20)
+            .build_cartesian_2d(0.0..top, 0.0..rows)
+            .map_err(|e| failed(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("ours / ceiling")
+            .disable_y_mesh()
+            .y_labels(0)
+            .draw()
+            .map_err(|e| failed(&e))?;
+        for (i, (name, ours, ceiling)) in hops.iter().enumerate() {
+            let (ratio, y) = (ours / ceiling, i as f64);
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(0.0, y + 0.2), (ratio, y + 0.8)],
+                    BLUE.mix(0.6).filled(),
+                )))
+                .map_err(|e| failed(&e))?;
+            chart
+                .draw_series([
+                    Text::new(
+                        format!("{ratio:.2} ({ours:.0} of {ceiling:.0} per s)"),
+                        (ratio + top * 0.01, y + 0.55),
+                        ("sans-serif", 13).into_font(),
+                    ),
+                    Text::new(
+                        (*name).to_owned(),
+                        (top * 0.01, y + 0.95),
+                        ("sans-serif", 13).into_font(),
+                    ),
+                ])
+                .map_err(|e| failed(&e))?;
+        }
+        root.present().map_err(|e| failed(&e))?;
+    }
+    Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_hop_gets_a_bar_and_its_figures() {
+        let svg = ratios(&[("a / b", 50.0, 100.0), ("c / d", 30.0, 10.0)]).expect("drawn");
+        assert!(svg.contains("a / b") && svg.contains("c / d"));
+        assert!(svg.contains("0.50 (50 of 100 per s)"));
+        assert!(svg.contains("3.00 (30 of 10 per s)"));
+    }
+}
