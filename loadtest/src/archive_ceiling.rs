@@ -1,14 +1,19 @@
 //! The archive hop against its raw ceiling, in the same database and the same run: one
 //! `COPY` of the readings into a plain table with the archive's columns and key, then
 //! the archiver's own write path (partitions, high-water marks, COPY, rollup, events,
-//! one transaction per batch) fed from memory. Shared by `fleet-archive-bench` and
-//! `fleet-loadtest`.
+//! one transaction per batch) fed from memory; and the real `fleet-archiver` draining
+//! readings already in Kafka. Shared by `fleet-archive-bench` and `fleet-loadtest`.
 
-use std::time::Instant;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use fleet_core::Reading;
 use sqlx::PgPool;
+
+use crate::harness::{self, Service, StackEnv};
+
+const ARCHIVED: &str = "fleet_archiver_archived_total{kind=\"reading\"}";
 
 /// The archiver's default `--batch`.
 pub const BATCH: usize = 5000;
@@ -64,4 +69,47 @@ pub async fn measure(pool: &PgPool, readings: &[Reading]) -> anyhow::Result<Arch
         raw_copy_rows_per_s: rows as f64 / raw_s.max(1e-6),
         write_path_rows_per_s: rows as f64 / write_path_s.max(1e-6),
     })
+}
+
+/// Runs the real `fleet-archiver` on the topics of `suffix`, which already hold `rows`
+/// unique readings, into `database_url`; rows/s from the moment before its first row
+/// was archived to its last, by its own metric. Its log goes to `dir`.
+pub async fn archiver_drain(
+    env: &StackEnv,
+    database_url: &str,
+    suffix: &str,
+    rows: usize,
+    dir: &Path,
+) -> anyhow::Result<f64> {
+    let port = harness::free_port()?;
+    let mut archiver = Service::spawn(
+        "fleet-archiver",
+        env.command("fleet-archiver", database_url)?
+            .args(["--topic-suffix", suffix])
+            .args(["--group", &format!("{suffix}-archiver")])
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")]),
+        &dir.join("archiver.log"),
+    )?;
+    harness::wait_ready(port, Duration::from_secs(60)).await?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    // The last moment nothing was archived yet: the clock starts there.
+    let mut idle_until = Instant::now();
+    let last = loop {
+        let archived = harness::metric(port, ARCHIVED).await.unwrap_or_default();
+        let now = Instant::now();
+        if archived == 0.0 {
+            idle_until = now;
+        }
+        if archived as usize >= rows {
+            break now;
+        }
+        anyhow::ensure!(
+            now < deadline,
+            "archiver stalled at {archived} of {rows} rows (log in {})",
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let _ = archiver.terminate(Duration::from_secs(10));
+    Ok(rows as f64 / (last - idle_until).as_secs_f64().max(0.001))
 }

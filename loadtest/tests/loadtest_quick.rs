@@ -43,6 +43,9 @@ fn the_quick_load_test_measures_every_hop_and_its_ceiling() {
         "archive_write_path_rows_per_s",
         "ratio_to_slower_raw",
         "archive_ratio_to_copy",
+        "raw_kafka_consume_msgs_per_s",
+        "archiver_from_kafka_rows_per_s",
+        "archiver_ratio_to_consume",
     ] {
         let value = result[figure].as_f64().unwrap_or_default();
         assert!(value > 0.0, "{figure} was not measured: {}", result[figure]);

@@ -10,13 +10,12 @@
 //! measured too, to tell the database's share from the broker's.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use clap::Parser;
 use fleet_kafka::{FleetProducer, Topics, ensure_topic};
 use fleet_loadtest::archive_ceiling;
-use fleet_loadtest::harness::{self, Service, StackEnv};
+use fleet_loadtest::harness::{self, StackEnv};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,8 +32,6 @@ struct Cli {
     #[arg(long, default_value = "loadtest/results/archiver.json")]
     out: PathBuf,
 }
-
-const ARCHIVED: &str = "fleet_archiver_archived_total{kind=\"reading\"}";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -65,42 +62,8 @@ async fn main() -> anyhow::Result<()> {
     for d in pending {
         d.delivered().await?;
     }
-    let port = harness::free_port()?;
-    let mut archiver = Service::spawn(
-        "fleet-archiver",
-        env.command("fleet-archiver", &database_url)?
-            .args([
-                "--topic-suffix",
-                &run,
-                "--group",
-                &format!("{run}-archiver"),
-            ])
-            .args(["--metrics-addr", &format!("127.0.0.1:{port}")]),
-        &dir.join("archiver.log"),
-    )?;
-    harness::wait_ready(port, Duration::from_secs(60)).await?;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    // The last moment nothing was archived yet: the clock starts there.
-    let mut idle_until = Instant::now();
-    let last = loop {
-        let archived = harness::metric(port, ARCHIVED).await.unwrap_or_default();
-        let now = Instant::now();
-        if archived == 0.0 {
-            idle_until = now;
-        }
-        if archived as usize >= rows {
-            break now;
-        }
-        anyhow::ensure!(
-            now < deadline,
-            "archiver stalled at {archived} of {rows} rows (log in {})",
-            dir.display()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let _ = archiver.terminate(Duration::from_secs(10));
-    let archiver_s = (last - idle_until).as_secs_f64().max(0.001);
-    let archiver_rate = rows as f64 / archiver_s;
+    let archiver_rate =
+        archive_ceiling::archiver_drain(&env, &database_url, &run, rows, &dir).await?;
     let archived: i64 = sqlx::query_scalar("SELECT count(*) FROM reading")
         .fetch_one(&pool)
         .await?;

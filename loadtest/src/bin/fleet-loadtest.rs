@@ -75,8 +75,9 @@ async fn main() -> anyhow::Result<()> {
 
     let mqtt_ceiling = raw_mqtt(&env.mqtt_url, &run, cli.raw_messages, sample_bytes).await?;
     eprintln!("raw mqtt publish→subscribe: {mqtt_ceiling:.0} msg/s");
-    let kafka_ceiling = raw_kafka(&env.kafka_brokers, &run, &readings, cli.raw_messages).await?;
-    eprintln!("raw kafka produce: {kafka_ceiling:.0} msg/s");
+    let (kafka_ceiling, consume_ceiling) =
+        raw_kafka(&env.kafka_brokers, &run, &readings, cli.raw_messages).await?;
+    eprintln!("raw kafka produce: {kafka_ceiling:.0} msg/s; consume: {consume_ceiling:.0} msg/s");
     let (pipeline, duplicates) = pipeline(&env, &run, &dir, &readings, cli.ingest_replicas).await?;
     eprintln!("pipeline: {pipeline:.0} readings/s");
 
@@ -87,6 +88,12 @@ async fn main() -> anyhow::Result<()> {
         "archive write path: {:.0} rows/s; raw COPY: {:.0} rows/s",
         archive.write_path_rows_per_s, archive.raw_copy_rows_per_s
     );
+    // The real archiver drains what the telemetry path put in Kafka.
+    let unique = harness::unique_keys(&readings).len();
+    let drained =
+        archive_ceiling::archiver_drain(&env, &database_url, &format!("{run}-path"), unique, &dir)
+            .await?;
+    eprintln!("archiver from Kafka: {drained:.0} rows/s");
 
     let slower = mqtt_ceiling.min(kafka_ceiling);
     let hops = [
@@ -95,6 +102,16 @@ async fn main() -> anyhow::Result<()> {
         (
             "archive write path / COPY",
             archive.write_path_rows_per_s,
+            archive.raw_copy_rows_per_s,
+        ),
+        (
+            "archiver from Kafka / Kafka consume",
+            drained,
+            consume_ceiling,
+        ),
+        (
+            "archiver from Kafka / COPY",
+            drained,
             archive.raw_copy_rows_per_s,
         ),
     ];
@@ -116,6 +133,9 @@ async fn main() -> anyhow::Result<()> {
         "raw_copy_rows_per_s": archive.raw_copy_rows_per_s.round(),
         "archive_write_path_rows_per_s": archive.write_path_rows_per_s.round(),
         "archive_ratio_to_copy": (archive.ratio() * 100.0).round() / 100.0,
+        "raw_kafka_consume_msgs_per_s": consume_ceiling.round(),
+        "archiver_from_kafka_rows_per_s": drained.round(),
+        "archiver_ratio_to_consume": (drained / consume_ceiling * 100.0).round() / 100.0,
         "quick": cli.quick,
         "command": if cli.quick { "fleet-loadtest --quick" } else { "cargo run --release -p fleet-loadtest" },
     });
@@ -169,16 +189,17 @@ async fn raw_mqtt(url: &str, run: &str, messages: usize, bytes: usize) -> anyhow
     Ok(rate)
 }
 
-/// Idempotent produce of readings with many in flight: messages/s acknowledged.
+/// Idempotent produce of readings with many in flight (messages/s acknowledged), then
+/// one consumer reading them all back from the beginning (messages/s received).
 async fn raw_kafka(
     brokers: &str,
     run: &str,
     readings: &[Reading],
     messages: usize,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, f64)> {
     let topics = Topics::with_suffix(&format!("{run}-raw"));
     ensure_topic(brokers, &topics.readings, 6).await?;
-    let producer = FleetProducer::new(brokers, topics)?;
+    let producer = FleetProducer::new(brokers, topics.clone())?;
     let started = Instant::now();
     let mut in_flight = FuturesUnordered::new();
     for reading in readings.iter().cycle().take(messages) {
@@ -190,7 +211,31 @@ async fn raw_kafka(
     while let Some(done) = in_flight.next().await {
         done?;
     }
-    Ok(messages as f64 / started.elapsed().as_secs_f64())
+    let produce = messages as f64 / started.elapsed().as_secs_f64();
+    // Timed from the first record read, so connecting and fetching metadata do not
+    // count against the broker; from the start if the first look already found most.
+    let subscribed = Instant::now();
+    let mut arrivals = kafka_count::watch_readings(brokers, &topics.readings).await?;
+    let first = kafka_count::wait_for(&mut arrivals, Duration::from_secs(60), |a| a.records > 0)
+        .await
+        .records;
+    let started = Instant::now();
+    let seen = kafka_count::wait_for(&mut arrivals, Duration::from_secs(120), |a| {
+        a.records >= messages as u64
+    })
+    .await;
+    anyhow::ensure!(
+        seen.records >= messages as u64,
+        "raw kafka consume: {} of {messages} messages read back",
+        seen.records
+    );
+    let consumed = seen.records - first;
+    let consume = if consumed >= messages as u64 / 2 {
+        consumed as f64 / started.elapsed().as_secs_f64().max(1e-6)
+    } else {
+        seen.records as f64 / subscribed.elapsed().as_secs_f64().max(1e-6)
+    };
+    Ok((produce, consume))
 }
 
 /// The real path: the gateway process replays every reading through its outboxes, the
