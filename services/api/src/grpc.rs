@@ -239,7 +239,7 @@ impl FleetApi for Grpc {
                 .into_iter()
                 .map(|e| pb::TimelineEntry {
                     at: Some(timestamp(e.at)),
-                    record: e.record.to_owned(),
+                    record: e.record.as_str().to_owned(),
                     what: e.what,
                     readings: e.readings,
                     reservoir_ml: e.reservoir_ml,

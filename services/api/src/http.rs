@@ -264,7 +264,7 @@ async fn timeline(
         .iter()
         .map(|r| Entry {
             at: r.at,
-            record: r.record,
+            record: r.record.as_str(),
             what: &r.what,
             readings: r.readings,
             reservoir_ml: r.reservoir_ml,

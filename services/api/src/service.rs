@@ -5,6 +5,7 @@
 //! the audit log before the answer goes out.
 
 use chrono::{DateTime, Utc};
+use fleet_report::pump::{PumpTimeline, Record};
 use fleet_store::access::{self, Role, User};
 use serde_json::json;
 use sqlx::PgPool;
@@ -253,7 +254,7 @@ impl Service {
         pump_id: &str,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<fleet_report::pump::PumpTimeline, ApiError> {
+    ) -> Result<PumpTimeline, ApiError> {
         check_field("pump_id", pump_id, MAX_FIELD_CHARS)?;
         let window =
             fleet_report::Window::new(from, to).map_err(|e| ApiError::Invalid(e.to_string()))?;
@@ -435,17 +436,17 @@ impl Service {
 /// events, and that alarms happened. Not the therapy (reservoir, refills, dose changes,
 /// boluses), not the alarms' wording (it names drug and dose), not pages or
 /// acknowledgements (clinics and staff, and notes may mention patients).
-fn device_only(timeline: &mut fleet_report::pump::PumpTimeline) {
+fn device_only(timeline: &mut PumpTimeline) {
     timeline.rows.retain(|r| match r.record {
-        "page" | "acknowledgement" => false,
-        "event" => !matches!(r.what.as_str(), "REFILL" | "REPROGRAM" | "BOLUS"),
-        _ => true,
+        Record::Page | Record::Acknowledgement => false,
+        Record::Event => !matches!(r.what.as_str(), "REFILL" | "REPROGRAM" | "BOLUS"),
+        Record::Reading | Record::Alarm => true,
     });
     for row in &mut timeline.rows {
         match row.record {
-            "reading" => row.reservoir_ml = None,
-            "alarm" => row.detail.clear(),
-            _ => {}
+            Record::Reading => row.reservoir_ml = None,
+            Record::Alarm => row.detail.clear(),
+            Record::Event | Record::Page | Record::Acknowledgement => {}
         }
     }
 }

@@ -13,13 +13,39 @@ use super::{ReportError, Window};
 pub const MAX_BUCKETS: i64 = 720;
 const MIN_BUCKET_SECONDS: i64 = 3600;
 
+/// What a line of the timeline records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record {
+    /// A bucket of readings.
+    Reading,
+    /// An event the pump logged.
+    Event,
+    /// An alarm event (`what` is `KIND STATE PRIORITY`).
+    Alarm,
+    /// A page to the clinic.
+    Page,
+    Acknowledgement,
+}
+
+impl Record {
+    /// The name in the CSV and the API's JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Record::Reading => "reading",
+            Record::Event => "event",
+            Record::Alarm => "alarm",
+            Record::Page => "page",
+            Record::Acknowledgement => "acknowledgement",
+        }
+    }
+}
+
 /// One line of the timeline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TimelineRow {
     pub at: DateTime<Utc>,
-    /// reading, event, alarm, page or acknowledgement.
-    pub record: &'static str,
-    /// The event type, the alarm's kind and state, the page's target, ...
+    pub record: Record,
+    /// The event type, the alarm's kind, state and priority, the page's target, ...
     pub what: String,
     pub readings: Option<i64>,
     pub reservoir_ml: Option<f64>,
@@ -31,7 +57,7 @@ pub struct TimelineRow {
 }
 
 impl TimelineRow {
-    fn note(at: DateTime<Utc>, record: &'static str, what: String, detail: String) -> Self {
+    fn note(at: DateTime<Utc>, record: Record, what: String, detail: String) -> Self {
         Self {
             at,
             record,
@@ -138,7 +164,7 @@ async fn readings(
         .map(
             |(at, n, reservoir, pct, volts, pressure, current)| TimelineRow {
                 at,
-                record: "reading",
+                record: Record::Reading,
                 what: format!("{bucket} s bucket"),
                 readings: Some(n),
                 reservoir_ml: Some(reservoir),
@@ -167,7 +193,7 @@ async fn events(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(at, kind, detail)| TimelineRow::note(at, "event", kind, detail))
+        .map(|(at, kind, detail)| TimelineRow::note(at, Record::Event, kind, detail))
         .collect())
 }
 
@@ -193,7 +219,7 @@ async fn alarms(
         .map(|(at, kind, state, priority, revision, alarm_id, message)| {
             TimelineRow::note(
                 at,
-                "alarm",
+                Record::Alarm,
                 format!("{kind} {state} {priority}"),
                 format!("{alarm_id} revision {revision}: {message}"),
             )
@@ -260,7 +286,7 @@ async fn pages(
                 };
                 TimelineRow::note(
                     at,
-                    "page",
+                    Record::Page,
                     what,
                     format!("{alarm_id} revision {revision}: {outcome}"),
                 )
@@ -290,7 +316,7 @@ async fn acknowledgements(
         .map(|(at, alarm_id, clinician, note)| {
             TimelineRow::note(
                 at,
-                "acknowledgement",
+                Record::Acknowledgement,
                 format!("by {clinician}"),
                 format!("{alarm_id}: {note}"),
             )
@@ -322,7 +348,7 @@ impl PumpTimeline {
             writer
                 .write_record([
                     row.at.to_rfc3339(),
-                    row.record.to_owned(),
+                    row.record.as_str().to_owned(),
                     row.what.clone(),
                     row.readings.map_or(String::new(), |n| n.to_string()),
                     number(row.reservoir_ml),
@@ -346,7 +372,7 @@ impl PumpTimeline {
         let points: Vec<PumpPoint> = self
             .rows
             .iter()
-            .filter(|r| r.record == "reading")
+            .filter(|r| r.record == Record::Reading)
             .filter_map(|r| {
                 Some(PumpPoint {
                     at: r.at,
@@ -361,13 +387,14 @@ impl PumpTimeline {
             .iter()
             .filter_map(|r| {
                 let (label, kind) = match r.record {
-                    "event" => (r.what.clone(), MarkKind::Event),
-                    "alarm" if r.what.contains(" RAISED ") => (
-                        r.what.split(' ').next().unwrap_or_default().to_owned(),
-                        MarkKind::Alarm,
-                    ),
-                    "page" => (r.what.clone(), MarkKind::Page),
-                    _ => return None,
+                    Record::Event => (r.what.clone(), MarkKind::Event),
+                    Record::Alarm => {
+                        let mut words = r.what.split(' ');
+                        let (kind, state) = (words.next()?, words.next()?);
+                        (state == "RAISED").then_some((kind.to_owned(), MarkKind::Alarm))?
+                    }
+                    Record::Page => (r.what.clone(), MarkKind::Page),
+                    Record::Reading | Record::Acknowledgement => return None,
                 };
                 Some(Mark {
                     at: r.at,
@@ -418,7 +445,7 @@ mod tests {
             bucket_seconds: 3600,
             rows: vec![TimelineRow::note(
                 window(1).from,
-                "event",
+                Record::Event,
                 "REFILL".into(),
                 r#"{"type":"REFILL","volume_added_ml":20.0}"#.into(),
             )],
@@ -430,7 +457,7 @@ mod tests {
             battery_v: Some(2.9),
             ..TimelineRow::note(
                 window(1).from,
-                "reading",
+                Record::Reading,
                 "3600 s bucket".into(),
                 String::new(),
             )

@@ -78,12 +78,21 @@ struct PumpTrack {
     last_pct: f64,
     /// (time, fuel gauge) at the start of each of the last TRAILING_DAYS days.
     trailing: VecDeque<(DateTime<Utc>, f64)>,
-    /// When ERI was first reported, and whether the drain then was premature (None:
-    /// too little history to tell).
-    eri: Option<(DateTime<Utc>, Option<bool>, DateTime<Utc>)>,
+    eri: Option<EriSeen>,
     /// This pump's alarm episodes in time order, and how many are attributed yet.
     alarms: Vec<AlarmRow>,
     attributed: usize,
+}
+
+/// The first day a pump reported ERI in the window.
+#[derive(Debug, Clone, Copy)]
+struct EriSeen {
+    /// The first reading of that day (ERI is dated to the day).
+    at: DateTime<Utc>,
+    /// Whether the trailing drain was premature; None with too little history to tell.
+    premature_drain: Option<bool>,
+    /// The end of that day: a low-battery reset before it makes the ERI premature.
+    day_end: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -204,9 +213,9 @@ impl Surveillance {
         if first_occlusion.is_some() {
             totals.occlusion_pumps += 1;
         }
-        let premature_eri = pump.eri.and_then(|(at, by_drain, day_end)| {
-            let reset_before = flags.first_battery_reset.is_some_and(|r| r < day_end);
-            (by_drain == Some(true) || reset_before).then_some(at)
+        let premature_eri = pump.eri.and_then(|eri| {
+            let reset_before = flags.first_battery_reset.is_some_and(|r| r < eri.day_end);
+            (eri.premature_drain == Some(true) || reset_before).then_some(eri.at)
         });
         let first = [
             (flags.first_unexplained_stall, Cause::MotorStall),
@@ -274,7 +283,11 @@ fn track_battery(pump: &mut PumpTrack, row: &DayRow) {
     let day_end = (row.day + chrono::Days::new(1))
         .and_time(chrono::NaiveTime::MIN)
         .and_utc();
-    pump.eri = Some((row.first_at, by_drain, day_end));
+    pump.eri = Some(EriSeen {
+        at: row.first_at,
+        premature_drain: by_drain,
+        day_end,
+    });
 }
 
 fn cohort((model, firmware): CohortKey, totals: CohortTotals) -> Cohort {
