@@ -5,11 +5,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
 use clap::{Parser, ValueEnum};
 use fleet_core::gateway_protocol::ReadingEncoding;
 use fleet_gateway::link::{ReplayLink, load_replay};
 use fleet_gateway::metrics::GatewayMetrics;
 use fleet_gateway::session::SessionConfig;
+use fleet_gateway::simulated::SimClock;
 use fleet_gateway::{fleet, simulated};
 use fleet_runtime::Endpoints;
 
@@ -50,9 +52,21 @@ struct Cli {
     /// Simulated time runs this many times faster than real time until it reaches now.
     #[arg(long, env = "FLEET_GATEWAY_SPEEDUP", default_value_t = 3600.0)]
     speedup: f64,
-    /// How far in the past the simulated fleet starts.
+    /// How far in the past the simulated fleet starts (faults are injected between then
+    /// and now).
     #[arg(long, default_value = "60d", value_parser = humantime::parse_duration)]
     history: Duration,
+    /// The simulated fleet's start (RFC 3339), instead of --history before now.
+    #[arg(long, requires = "end", value_parser = parse_time)]
+    start: Option<DateTime<Utc>>,
+    /// The end of the simulated fleet's injected faults (RFC 3339; readings carry on
+    /// past it, live), with --start.
+    #[arg(long, requires = "start", value_parser = parse_time)]
+    end: Option<DateTime<Utc>>,
+    /// The wall-clock moment simulated time was at its start (RFC 3339; default: when
+    /// this process starts). A harness that sets it knows the simulated clock exactly.
+    #[arg(long, value_parser = parse_time)]
+    clock_origin: Option<DateTime<Utc>>,
     /// Seed of the simulated fleet.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -85,7 +99,26 @@ struct Cli {
     metrics_addr: SocketAddr,
 }
 
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.to_utc())
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time ({e})"))
+}
+
 impl Cli {
+    /// The simulated fleet's span: --start/--end, or --history up to now.
+    fn span(&self) -> anyhow::Result<(DateTime<Utc>, DateTime<Utc>)> {
+        if let (Some(start), Some(end)) = (self.start, self.end) {
+            if start >= end {
+                bail!("--start {start} is not before --end {end}");
+            }
+            return Ok((start, end));
+        }
+        let history = chrono::Duration::from_std(self.history).context("history out of range")?;
+        let now = Utc::now();
+        Ok((now - history, now))
+    }
+
     fn session(&self, gateway_id: &str) -> SessionConfig {
         let mut c = SessionConfig::new(gateway_id, &self.endpoints.mqtt_url);
         c.encoding = match self.encoding {
@@ -146,9 +179,10 @@ async fn main() -> anyhow::Result<()> {
         .await;
     }
 
-    let history = chrono::Duration::from_std(cli.history).context("history out of range")?;
+    let (start, end) = cli.span()?;
     let pumps = if cli.fleet { cli.pumps.max(1) } else { 1 };
-    let links = simulated::links(cli.seed, pumps, history, cli.speedup);
+    let clock = SimClock::anchored(start, cli.clock_origin.unwrap_or_else(Utc::now), cli.speedup);
+    let links = simulated::links(simulated::fleet_spec(cli.seed, pumps, start, end), clock);
     let gateways = links
         .into_iter()
         .map(|link| {

@@ -7,7 +7,7 @@
 //! off, the pump is not interrogated; offline but powered, readings are buffered and
 //! released together when the outage ends (a late backlog, as real homes produce).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use fleet_core::Reading;
@@ -15,46 +15,66 @@ use fleet_simulator::{Fleet, FleetSpec, VirtualPump};
 
 use crate::link::PumpLink;
 
-/// Simulated time: `speedup` times faster than the wall clock from `sim_start`, until it
-/// catches up with real time, then real time.
+/// Simulated time: `speedup` times faster than the wall clock from `origin` (the wall
+/// moment simulated time was `sim_start`), until it catches up with real time, then real
+/// time. Defined on the wall clock rather than a process-local instant so that a harness
+/// that chose `origin` knows the mapping exactly (the demo's alarm latency uses it).
 #[derive(Debug, Clone, Copy)]
 pub struct SimClock {
     sim_start: DateTime<Utc>,
-    wall_start: Instant,
+    origin: DateTime<Utc>,
     speedup: f64,
 }
 
 impl SimClock {
+    /// A clock at `sim_start` now.
     pub fn new(sim_start: DateTime<Utc>, speedup: f64) -> Self {
+        SimClock::anchored(sim_start, Utc::now(), speedup)
+    }
+
+    /// A clock that was at `sim_start` at wall time `origin`.
+    pub fn anchored(sim_start: DateTime<Utc>, origin: DateTime<Utc>, speedup: f64) -> Self {
         SimClock {
             sim_start,
-            wall_start: Instant::now(),
+            origin,
             speedup: speedup.max(1.0),
         }
     }
 
-    fn accelerated(&self) -> DateTime<Utc> {
-        let elapsed_ms = self.wall_start.elapsed().as_secs_f64() * 1000.0 * self.speedup;
-        self.sim_start + chrono::Duration::milliseconds(elapsed_ms.min(1e15) as i64)
+    fn accelerated(&self, wall: DateTime<Utc>) -> DateTime<Utc> {
+        let elapsed_ms = (wall - self.origin).num_milliseconds() as f64 * self.speedup;
+        self.sim_start + chrono::Duration::milliseconds(elapsed_ms.clamp(0.0, 1e15) as i64)
+    }
+
+    /// Simulated time at wall time `wall`.
+    pub fn sim_at(&self, wall: DateTime<Utc>) -> DateTime<Utc> {
+        self.accelerated(wall).min(wall)
+    }
+
+    /// The wall time at which simulated time reaches `at` (itself once caught up).
+    pub fn wall_at(&self, at: DateTime<Utc>) -> DateTime<Utc> {
+        let sim_ms = (at - self.sim_start).num_milliseconds().max(0) as f64;
+        let fast = self.origin + chrono::Duration::milliseconds((sim_ms / self.speedup) as i64);
+        // Before the catch-up simulated time lags the wall clock, so the accelerated
+        // moment is the later one; after it, simulated time is wall time.
+        fast.max(at)
     }
 
     pub fn now(&self) -> DateTime<Utc> {
-        self.accelerated().min(Utc::now())
+        self.sim_at(Utc::now())
     }
 
     /// Wall time until simulated time reaches `at` (re-checked by callers: the rate
     /// changes when the clock catches up with real time).
     pub fn wait_for(&self, at: DateTime<Utc>) -> Duration {
-        let now = self.now();
-        if at <= now {
+        let wall = Utc::now();
+        if at <= self.sim_at(wall) {
             return Duration::ZERO;
         }
-        let ahead = (at - now).to_std().unwrap_or_default();
-        if self.accelerated() >= Utc::now() {
-            ahead
-        } else {
-            ahead.div_f64(self.speedup).max(Duration::from_millis(1))
-        }
+        (self.wall_at(at) - wall)
+            .to_std()
+            .unwrap_or_default()
+            .max(Duration::from_millis(1))
     }
 }
 
@@ -110,20 +130,17 @@ impl PumpLink for SimulatedLink {
     }
 }
 
-/// Links for `pumps` simulated pumps with the realistic fault mix, starting `history`
-/// ago; each pump has its own gateway id.
-pub fn links(
-    seed: u64,
-    pumps: usize,
-    history: chrono::Duration,
-    speedup: f64,
-) -> Vec<SimulatedLink> {
-    let now = Utc::now();
-    let start = now - history;
-    // Far enough ahead that a live fleet never runs out of schedule.
-    let end = now + chrono::Duration::days(3650);
-    let clock = SimClock::new(start, speedup);
-    Fleet::new(FleetSpec::new(seed, pumps, start, end))
+/// A simulated fleet's history: `pumps` pumps drawn from `seed` with the realistic
+/// fault mix injected between `start` and `end`, each pump with its own gateway.
+/// Readings carry on past `end` (live, healthy apart from what is already under way).
+/// The demo builds the same spec to know the fleet's ground truth.
+pub fn fleet_spec(seed: u64, pumps: usize, start: DateTime<Utc>, end: DateTime<Utc>) -> FleetSpec {
+    FleetSpec::new(seed, pumps, start, end).with_name(format!("simulated fleet (seed {seed})"))
+}
+
+/// Links for the pumps of `spec`, interrogated on `clock`.
+pub fn links(spec: FleetSpec, clock: SimClock) -> Vec<SimulatedLink> {
+    Fleet::new(spec)
         .into_pumps()
         .into_iter()
         .map(|pump| SimulatedLink::new(pump, clock))
@@ -151,5 +168,22 @@ mod tests {
             wait <= Duration::from_millis(1000),
             "{wait:?}: an hour takes a second at 3600x"
         );
+    }
+
+    #[test]
+    fn wall_and_simulated_time_map_both_ways() {
+        let origin = Utc::now() - chrono::Duration::seconds(10);
+        let start = origin - chrono::Duration::days(60);
+        // A day per second: the clock reaches real time after about 61 s.
+        let clock = SimClock::anchored(start, origin, 86_400.0);
+        let sim = start + chrono::Duration::days(5);
+        let wall = clock.wall_at(sim);
+        assert_eq!(wall, origin + chrono::Duration::seconds(5));
+        assert_eq!(clock.sim_at(wall), sim);
+        // Past the catch-up both are real time.
+        let later = Utc::now() + chrono::Duration::hours(1);
+        assert_eq!(clock.wall_at(later), later);
+        assert_eq!(clock.sim_at(later), later);
+        assert_eq!(clock.sim_at(origin - chrono::Duration::seconds(1)), start);
     }
 }

@@ -25,6 +25,7 @@ mod fleet;
 mod plan;
 mod pump;
 mod random;
+mod score;
 mod spec;
 mod truth;
 
@@ -32,6 +33,7 @@ pub use fleet::Fleet;
 pub use pump::{
     EMPTY_RESERVOIR_ALARM, EOS_BATTERY_PCT, ERI_BATTERY_PCT, GatewayOutage, VirtualPump,
 };
+pub use score::{Finding, KindScore, RaisedAlarm, Score};
 pub use spec::{
     DEFAULT_CADENCE, DEFAULT_FIRST_PUMP_NUMBER, DEFAULT_RATE_RANGE_ML_PER_DAY, FAULT_SCALE_LIMITS,
     FaultKind, FaultMix, FaultShare, FleetSpec, ModelMix, NOISE_SCALE_LIMITS,
