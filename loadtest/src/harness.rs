@@ -401,3 +401,19 @@ pub fn pids_named(name: &str) -> Vec<u32> {
         })
         .collect()
 }
+
+/// The sum over every label set of a counter or gauge from a service's `/metrics`
+/// (0 when the service exports none yet; `None` when it does not answer).
+pub async fn metric_sum(port: u16, name: &str) -> Option<f64> {
+    let response = http_get(port, "/metrics").await?;
+    Some(
+        response
+            .lines()
+            .filter_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                let family = series.split('{').next()?;
+                (family == name).then(|| value.trim().parse::<f64>().ok())?
+            })
+            .sum(),
+    )
+}

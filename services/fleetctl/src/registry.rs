@@ -10,6 +10,8 @@ use anyhow::Context;
 use fleet_core::Registry;
 use fleet_store::registry::{ImportSummary, import};
 
+use crate::stack::redact_password;
+
 /// Why an import did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -39,7 +41,7 @@ pub async fn import_file(
     })?;
     let pool = fleet_store::connect(database_url)
         .await
-        .with_context(|| format!("connecting to {}", redact(database_url)))?;
+        .with_context(|| format!("connecting to {}", redact_password(database_url)))?;
     let summary = import(&pool, &registry, prune)
         .await
         .context("importing the registry")?;
@@ -64,33 +66,4 @@ pub async fn import_file(
     )
     .context("writing the report")?;
     Ok(summary)
-}
-
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            let user = credentials.split(':').next().unwrap_or_default();
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_stay_out_of_messages() {
-        assert_eq!(
-            redact("postgres://fleet:secret@127.0.0.1:5432/fleet"),
-            "postgres://fleet:***@127.0.0.1:5432/fleet"
-        );
-        assert_eq!(
-            redact("postgres://localhost/fleet"),
-            "postgres://localhost/fleet"
-        );
-    }
 }

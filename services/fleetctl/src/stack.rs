@@ -119,7 +119,8 @@ pub fn redact_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let Some((userinfo, host)) = rest.split_once('@') else {
+    // The last '@' ends the credentials: a password may contain '@'.
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
         return url.to_owned();
     };
     match userinfo.split_once(':') {
@@ -137,6 +138,10 @@ mod tests {
         assert_eq!(
             redact_password("postgres://fleet:s3cret@127.0.0.1:15432/fleet"),
             "postgres://fleet:***@127.0.0.1:15432/fleet"
+        );
+        assert_eq!(
+            redact_password("postgres://fleet:a@b@127.0.0.1/db"),
+            "postgres://fleet:***@127.0.0.1/db"
         );
         assert_eq!(
             redact_password("postgres://127.0.0.1/db"),

@@ -181,7 +181,11 @@ async fn main() -> anyhow::Result<()> {
 
     let (start, end) = cli.span()?;
     let pumps = if cli.fleet { cli.pumps.max(1) } else { 1 };
-    let clock = SimClock::anchored(start, cli.clock_origin.unwrap_or_else(Utc::now), cli.speedup);
+    let clock = SimClock::anchored(
+        start,
+        cli.clock_origin.unwrap_or_else(Utc::now),
+        cli.speedup,
+    );
     let links = simulated::links(simulated::fleet_spec(cli.seed, pumps, start, end), clock);
     let gateways = links
         .into_iter()

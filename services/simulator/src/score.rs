@@ -188,7 +188,7 @@ mod tests {
     use super::*;
 
     fn at(h: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp(1_700_000_000, 0).unwrap() + Duration::hours(h)
+        DateTime::from_timestamp(1_700_000_000, 0).expect("a valid time") + Duration::hours(h)
     }
 
     fn episode(pump: &str, kind: AlarmKind, from: i64, to: i64) -> Episode {
@@ -235,7 +235,14 @@ mod tests {
         let score = Score::of(&episodes, &alarms, &AlarmKind::CONTRACT, at(50));
         let low = &score.kinds[&Low];
         assert_eq!(
-            (low.episodes, low.hits, low.misses, low.repeats, low.late, low.false_alarms),
+            (
+                low.episodes,
+                low.hits,
+                low.misses,
+                low.repeats,
+                low.late,
+                low.false_alarms
+            ),
             (2, 1, 1, 2, 1, 1)
         );
         assert_eq!(low.delays_h, vec![3.0]);
@@ -243,7 +250,12 @@ mod tests {
         assert_eq!(low.precision(), Some(0.5));
         let occlusion = &score.kinds[&Occlusion];
         assert_eq!(
-            (occlusion.episodes, occlusion.hits, occlusion.misses, occlusion.pending),
+            (
+                occlusion.episodes,
+                occlusion.hits,
+                occlusion.misses,
+                occlusion.pending
+            ),
             (2, 0, 1, 1)
         );
         assert_eq!(occlusion.false_alarms, 1);

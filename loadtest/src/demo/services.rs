@@ -1,0 +1,196 @@
+//! The demo's processes: each clinic's reference receiver, the five services and the
+//! simulated fleet's gateway process, started against the stack and stopped in the
+//! order that loses nothing (intake first, the receivers last).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::plan::Plan;
+use crate::harness::{self, Service, StackEnv};
+
+/// Where the services listen. The defaults are the services' own defaults; tests take
+/// free ports so that nothing clashes with a demo already running.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub api_grpc: u16,
+    pub api_http: u16,
+    pub ingest: u16,
+    pub gateway: u16,
+    pub detector: u16,
+    pub notifier: u16,
+    pub archiver: u16,
+}
+
+impl Ports {
+    pub fn defaults() -> Ports {
+        Ports {
+            api_grpc: 50051,
+            api_http: 8080,
+            ingest: 9181,
+            gateway: 9182,
+            detector: 9183,
+            notifier: 9184,
+            archiver: 9185,
+        }
+    }
+
+    pub fn free() -> anyhow::Result<Ports> {
+        let p = harness::free_port;
+        Ok(Ports {
+            api_grpc: p()?,
+            api_http: p()?,
+            ingest: p()?,
+            gateway: p()?,
+            detector: p()?,
+            notifier: p()?,
+            archiver: p()?,
+        })
+    }
+}
+
+/// How the gateway process plays the simulated fleet.
+#[derive(Debug, Clone, Copy)]
+pub struct FleetClock {
+    pub speedup: f64,
+    /// The wall moment simulated time is at the plan's start.
+    pub origin: DateTime<Utc>,
+}
+
+/// The running processes, in the order they stop.
+#[derive(Debug)]
+pub struct Processes {
+    env: StackEnv,
+    dir: PathBuf,
+    secret: String,
+    pub ports: Ports,
+    running: Vec<Service>,
+}
+
+const GRACE: Duration = Duration::from_secs(20);
+
+impl Processes {
+    /// Starts the clinics' receivers and the services, and waits until each is ready.
+    /// Logs go to `dir/logs`, pages to `dir/pages/{clinic}.jsonl`.
+    pub async fn start(
+        env: &StackEnv,
+        dir: &Path,
+        plan: &Plan,
+        ports: Ports,
+        secret: &str,
+    ) -> anyhow::Result<Processes> {
+        std::fs::create_dir_all(dir.join("logs"))?;
+        std::fs::create_dir_all(dir.join("pages"))?;
+        let mut p = Processes {
+            env: env.clone(),
+            dir: dir.to_owned(),
+            secret: secret.to_owned(),
+            ports,
+            running: Vec::new(),
+        };
+        // Intake first in the list: it stops first.
+        p.service("fleet-ingest", ports.ingest)?;
+        p.service("fleet-detector", ports.detector)?;
+        p.service("fleet-archiver", ports.archiver)?;
+        p.service("fleet-notifier", ports.notifier)?;
+        p.spawn(
+            "fleet-api",
+            env.command("fleet-api", &env.database_url)?.args([
+                "--listen",
+                &format!("127.0.0.1:{}", ports.api_grpc),
+                "--http-listen",
+                &format!("127.0.0.1:{}", ports.api_http),
+            ]),
+        )?;
+        for clinic in &plan.clinics {
+            let out = p.pages_file(&clinic.id);
+            p.spawn(
+                &format!("receiver-{}", clinic.id),
+                Command::new(harness::binary("fleetctl")?)
+                    .env("FLEET_RECEIVER_SECRET", secret)
+                    .args(["receiver", "--clinic-id", &clinic.id])
+                    .args(["--listen", &format!("127.0.0.1:{}", clinic.receiver_port)])
+                    .args(["--out", &out.display().to_string()]),
+            )?;
+        }
+        let ready = Duration::from_secs(120);
+        for port in [ports.ingest, ports.detector, ports.archiver, ports.notifier] {
+            harness::wait_ready(port, ready).await?;
+        }
+        harness::wait_port(ports.api_grpc, ready).await?;
+        for clinic in &plan.clinics {
+            harness::wait_port(clinic.receiver_port, ready).await?;
+        }
+        Ok(p)
+    }
+
+    /// Starts the gateway process hosting the plan's simulated fleet; it goes first
+    /// when everything stops, so that no reading is taken that cannot be delivered.
+    pub fn start_gateways(&mut self, plan: &Plan, clock: FleetClock) -> anyhow::Result<()> {
+        let time = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let mut command = self.env.command("fleet-gateway", &self.env.database_url)?;
+        command
+            .args(["--fleet", "--pumps", &plan.pumps.to_string()])
+            .args(["--seed", &plan.seed.to_string()])
+            .args(["--start", &time(plan.start), "--end", &time(plan.end)])
+            .args(["--clock-origin", &time(clock.origin)])
+            .args(["--speedup", &clock.speedup.to_string()])
+            .args([
+                "--state-dir",
+                &self.dir.join("gateways").display().to_string(),
+            ])
+            .args([
+                "--metrics-addr",
+                &format!("127.0.0.1:{}", self.ports.gateway),
+            ]);
+        let log = self.dir.join("logs/fleet-gateway.log");
+        self.running
+            .insert(0, Service::spawn("fleet-gateway", &mut command, &log)?);
+        Ok(())
+    }
+
+    pub fn pages_file(&self, clinic_id: &str) -> PathBuf {
+        self.dir.join("pages").join(format!("{clinic_id}.jsonl"))
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+
+    /// The first process that has exited, if any: the demo cannot go on without it.
+    pub fn exited(&mut self) -> Option<String> {
+        self.running
+            .iter_mut()
+            .find_map(|s| (!s.is_running()).then(|| s.name.clone()))
+    }
+
+    /// SIGTERM to each in order, waiting for each to finish its in-flight work.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        let mut failed = Vec::new();
+        for mut service in self.running.drain(..) {
+            if let Err(e) = service.terminate(GRACE) {
+                failed.push(e.to_string());
+            }
+        }
+        anyhow::ensure!(failed.is_empty(), "{}", failed.join("; "));
+        Ok(())
+    }
+
+    /// A pipeline service with its metrics on `metrics_port`; the notifier signs pages
+    /// with the clinics' shared secret.
+    fn service(&mut self, name: &str, metrics_port: u16) -> anyhow::Result<()> {
+        let mut command = self.env.command(name, &self.env.database_url)?;
+        command
+            .env("FLEET_SIGNING_SECRET", &self.secret)
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")]);
+        self.spawn(name, &mut command)
+    }
+
+    fn spawn(&mut self, name: &str, command: &mut Command) -> anyhow::Result<()> {
+        let log = self.dir.join("logs").join(format!("{name}.log"));
+        self.running.push(Service::spawn(name, command, &log)?);
+        Ok(())
+    }
+}

@@ -1,0 +1,133 @@
+//! The README's main job in small (`fleet-demo`: 40 pumps, 20 simulated days, three
+//! clinics) against the test stack, in its own database and topics: the summary holds
+//! every reading archived and none lost, finds every labelled episode, pages every
+//! clinic, and the demo then keeps the system running until told to stop, when it
+//! stops every process it started and exits cleanly.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use fleet_loadtest::harness::{self, Service, StackEnv};
+
+#[test]
+#[ignore = "needs the local stack: scripts/test.sh starts it"]
+fn the_demo_holds_the_pipeline_to_the_ground_truth_and_stops_cleanly() {
+    let env = StackEnv::from_env().expect("stack endpoints");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let database_url = runtime
+        .block_on(fleet_store::testing::fresh_database(
+            &env.database_url,
+            "demo",
+        ))
+        .expect("fresh database");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("demo");
+    let suffix = format!("demo-{}", chrono::Utc::now().timestamp_millis());
+    let mut demo = Service::spawn(
+        "fleet-demo",
+        env.command("fleet-demo", &database_url)
+            .expect("binary")
+            .env("FLEET_TOPIC_SUFFIX", &suffix)
+            .args(["--pumps", "40", "--history", "20d", "--speedup", "14400"])
+            .args(["--seed", "11", "--free-ports"])
+            .arg("--state-dir")
+            .arg(&state),
+        &dir.path().join("demo.log"),
+    )
+    .expect("demo starts");
+
+    let summary_file = state.join("summary.json");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !summary_file.exists() {
+        assert!(
+            demo.is_running(),
+            "the demo exited before its summary: {}",
+            log(dir.path())
+        );
+        assert!(Instant::now() < deadline, "no summary: {}", log(dir.path()));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_millis(200)); // the file is written in one go
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary_file).expect("summary"))
+            .expect("summary is JSON");
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&summary).unwrap_or_default()
+    );
+
+    let readings = &summary["readings"];
+    let produced = readings["produced"].as_u64().unwrap_or_default();
+    assert!(produced > 40 * 24 * 18, "{produced} readings produced");
+    assert_eq!(readings["archived"], produced, "every reading archived");
+    assert_eq!(readings["lost"], 0);
+    assert_eq!(readings["dead_lettered"], 0);
+
+    let alarms = &summary["alarms_total"];
+    assert!(
+        alarms["episodes"].as_u64().unwrap_or_default() > 0,
+        "faults were injected"
+    );
+    assert_eq!(
+        alarms["missed"], 0,
+        "every labelled episode found: {alarms}"
+    );
+    assert!(
+        alarms["precision"].as_f64().unwrap_or_default() >= 0.8,
+        "few false alarms: {alarms}"
+    );
+    for (clinic, pages) in summary["pages_by_clinic"].as_object().expect("pages") {
+        assert!(pages.as_u64().unwrap_or_default() > 0, "{clinic} was paged");
+    }
+    assert!(summary["alarms_acknowledged"].as_u64().unwrap_or_default() > 0);
+    assert!(summary["latency_ms"]["pages"].as_u64().unwrap_or_default() > 0);
+
+    // Still running, live, until stopped; then every process it started goes with it.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(demo.is_running(), "the demo keeps the system running");
+    demo.terminate(Duration::from_secs(90))
+        .expect("the demo stops when told to");
+    let left = processes_mentioning(&state);
+    assert!(left.is_empty(), "processes left running: {left:?}");
+}
+
+fn log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("demo.log")).unwrap_or_default()
+}
+
+/// Processes whose command line names `path` (the demo passes its state directory to
+/// the gateway process and the receivers).
+fn processes_mentioning(path: &Path) -> Vec<String> {
+    let needle = path.display().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.ok()?.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline.contains(&needle).then_some(cmdline)
+        })
+        .collect()
+}
+
+#[test]
+fn the_demo_refuses_a_stack_it_cannot_reach_and_says_which() {
+    let output = Command::new(harness::binary("fleet-demo").expect("binary"))
+        .env(
+            "FLEET_DATABASE_URL",
+            "postgres://fleet:fleet@127.0.0.1:1/fleet",
+        )
+        .args(["--exit", "--free-ports", "--pumps", "2", "--history", "3d"])
+        .arg("--state-dir")
+        .arg(tempfile::tempdir().expect("tempdir").path())
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("127.0.0.1:1") || stderr.contains("database"),
+        "{stderr}"
+    );
+}
