@@ -66,6 +66,8 @@ pub struct Demo {
     pages: Pages,
     clock: SimClock,
     login: (String, String),
+    /// When the gateways started.
+    started: Instant,
 }
 
 /// How often the demo looks at the pipeline while the history plays.
@@ -156,6 +158,7 @@ impl Demo {
             clinicians,
             pages,
             login: (user, token),
+            started: Instant::now(),
         })
     }
 
@@ -308,6 +311,8 @@ impl Demo {
                 dead_lettered: dead_lettered as u64,
                 lost: summary::lost_readings(&self.pool, plan).await?,
             },
+            cpu_seconds: self.processes.cpu_seconds(),
+            wall_seconds: self.started.elapsed().as_secs_f64(),
             dashboard: format!("http://127.0.0.1:{}/", ports.api_http),
             login: self.login.clone(),
         })

@@ -2,6 +2,7 @@
 //! simulated fleet's gateway process, started against the stack and stopped in the
 //! order that loses nothing (intake first, the receivers last).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -164,6 +165,14 @@ impl Processes {
         self.running
             .iter_mut()
             .find_map(|s| (!s.is_running()).then(|| s.name.clone()))
+    }
+
+    /// CPU seconds each process has used so far, by name: what the fleet costs.
+    pub fn cpu_seconds(&self) -> BTreeMap<String, f64> {
+        self.running
+            .iter()
+            .filter_map(|s| Some((s.name.clone(), harness::cpu_seconds(s.pid())?)))
+            .collect()
     }
 
     /// SIGTERM to each in order, waiting for each to finish its in-flight work.

@@ -39,6 +39,9 @@ pub struct Summary {
     /// receipt of the page, sorted.
     pub latency_ms: Vec<f64>,
     pub readings: ReadingFigures,
+    /// CPU seconds per process over the history, and the history's wall time.
+    pub cpu_seconds: BTreeMap<String, f64>,
+    pub wall_seconds: f64,
     pub dashboard: String,
     pub login: (String, String),
 }
@@ -135,6 +138,18 @@ fn fmt_ratio(r: Option<f64>) -> String {
 impl Summary {
     pub fn pages(&self) -> u64 {
         self.pages_by_clinic.values().sum()
+    }
+
+    /// The `n` processes that used the most CPU, with their seconds.
+    fn busiest(&self, n: usize) -> String {
+        let mut by_cpu: Vec<(&String, &f64)> = self.cpu_seconds.iter().collect();
+        by_cpu.sort_by(|a, b| b.1.total_cmp(a.1));
+        by_cpu
+            .iter()
+            .take(n)
+            .map(|(name, s)| format!("{name} {s:.0} s"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Misses and false alarms: what the reader must look at.
@@ -298,6 +313,15 @@ impl Summary {
                 "  <-- LOST READINGS"
             }
         );
+        let cpu: f64 = self.cpu_seconds.values().sum();
+        let _ = writeln!(
+            w,
+            "\nCost: {:.0} s of wall time, {:.0} CPU-seconds in the demo's processes ({:.2} per 1,000 readings); busiest: {}",
+            self.wall_seconds,
+            cpu,
+            cpu * 1000.0 / (r.produced.max(1) as f64),
+            self.busiest(3)
+        );
         let _ = writeln!(w, "\nThe clinic dashboard: {}", self.dashboard);
         let _ = writeln!(
             w,
@@ -341,6 +365,8 @@ impl Summary {
                 "dead_lettered": self.readings.dead_lettered,
                 "lost": self.readings.lost,
             },
+            "wall_seconds": self.wall_seconds,
+            "cpu_seconds": self.cpu_seconds,
             "dashboard": self.dashboard,
             "login": self.login.0,
         })
