@@ -13,6 +13,6 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     fleet_runtime::init_logging();
-    let cli = Cli::parse();
+    let cli: Cli = fleet_runtime::config_file::parse();
     fleet_api::run(cli.config, fleet_runtime::shutdown::on_signal()).await
 }

@@ -14,7 +14,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     fleet_runtime::init_logging();
-    let cli = Cli::parse();
+    let cli: Cli = fleet_runtime::config_file::parse();
     let shutdown = fleet_runtime::shutdown::on_signal();
     fleet_archiver::run(cli.config, shutdown).await
 }

@@ -42,7 +42,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli: Cli = fleet_runtime::config_file::parse();
     match cli.command {
         Some(Command::Replay {
             input,

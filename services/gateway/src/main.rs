@@ -135,7 +135,7 @@ impl Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     fleet_runtime::init_logging();
-    let cli = Cli::parse();
+    let cli: Cli = fleet_runtime::config_file::parse();
     let shutdown = fleet_runtime::shutdown::on_signal();
     let metrics = GatewayMetrics::new();
     let addr = fleet_runtime::serve::serve_metrics(

@@ -5,6 +5,7 @@
 use clap::Args;
 
 pub mod backoff;
+pub mod config_file;
 pub mod input;
 pub mod metrics;
 pub mod serve;
