@@ -32,6 +32,12 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq chromium chromium-driver
 fi
 
+# --- deployment artefacts (helm/fleet, deploy/grafana, deploy/prometheus, deploy/strimzi,
+# Dockerfile): checked against the code and each other in seconds, before the slow tiers.
+# Python only (its own virtual environment under ~/.cache/fleet); see docs/operations.md.
+say "checking the deployment artefacts (scripts/check-deploy.sh)"
+scripts/check-deploy.sh
+
 # --- lint tier: cheap, and a red lint is a red CI.
 say "checking formatting and lints"
 cargo fmt --all --check
