@@ -38,12 +38,17 @@ impl StackEnv {
     /// A command for workspace binary `name` (built first) pointed at this stack,
     /// with `database_url` as its database (a test's own, or the stack's).
     pub fn command(&self, name: &str, database_url: &str) -> anyhow::Result<Command> {
-        let mut command = Command::new(binary(name)?);
+        Ok(self.command_at(&binary(name)?, database_url))
+    }
+
+    /// A command for `program` pointed at this stack.
+    pub fn command_at(&self, program: &Path, database_url: &str) -> Command {
+        let mut command = Command::new(program);
         command
             .env("FLEET_MQTT_URL", &self.mqtt_url)
             .env("FLEET_KAFKA_BROKERS", &self.kafka_brokers)
             .env("FLEET_DATABASE_URL", database_url);
-        Ok(command)
+        command
     }
 }
 
@@ -55,14 +60,7 @@ pub fn repo_root() -> PathBuf {
 /// Path to a workspace binary, built first (quick when it is up to date) with the same
 /// profile as the running executable.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let mut dir = exe
-        .parent()
-        .context("executable has no directory")?
-        .to_path_buf();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
+    let dir = profile_dir()?;
     let release = dir.file_name().is_some_and(|n| n == "release");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
@@ -79,6 +77,32 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join(name);
     anyhow::ensure!(path.exists(), "{} was not built", path.display());
     Ok(path)
+}
+
+/// Path to a workspace binary already built beside the running executable (a tool run
+/// by a script that built everything first, such as the demo): no cargo run, so it
+/// never waits on another build.
+pub fn built_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let path = profile_dir()?.join(name);
+    anyhow::ensure!(
+        path.exists(),
+        "{} is not built (cargo build -p {name}, with the same profile)",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// The target directory of the running executable's profile (`target/debug`, ...).
+fn profile_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let mut dir = exe
+        .parent()
+        .context("executable has no directory")?
+        .to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    Ok(dir)
 }
 
 /// A free loopback port (for a service's metrics endpoint).

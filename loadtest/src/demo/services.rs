@@ -98,7 +98,7 @@ impl Processes {
         p.service("fleet-notifier", ports.notifier)?;
         p.spawn(
             "fleet-api",
-            env.command("fleet-api", &env.database_url)?.args([
+            p.command("fleet-api")?.args([
                 "--listen",
                 &format!("127.0.0.1:{}", ports.api_grpc),
                 "--http-listen",
@@ -109,7 +109,7 @@ impl Processes {
             let out = p.pages_file(&clinic.id);
             p.spawn(
                 &format!("receiver-{}", clinic.id),
-                Command::new(harness::binary("fleetctl")?)
+                Command::new(harness::built_binary("fleetctl")?)
                     .env("FLEET_RECEIVER_SECRET", secret)
                     .args(["receiver", "--clinic-id", &clinic.id])
                     .args(["--listen", &format!("127.0.0.1:{}", clinic.receiver_port)])
@@ -131,7 +131,7 @@ impl Processes {
     /// when everything stops, so that no reading is taken that cannot be delivered.
     pub fn start_gateways(&mut self, plan: &Plan, clock: FleetClock) -> anyhow::Result<()> {
         let time = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let mut command = self.env.command("fleet-gateway", &self.env.database_url)?;
+        let mut command = self.command("fleet-gateway")?;
         command
             .args(["--fleet", "--pumps", &plan.pumps.to_string()])
             .args(["--seed", &plan.seed.to_string()])
@@ -190,11 +190,19 @@ impl Processes {
     /// A pipeline service with its metrics on `metrics_port`; the notifier signs pages
     /// with the clinics' shared secret.
     fn service(&mut self, name: &str, metrics_port: u16) -> anyhow::Result<()> {
-        let mut command = self.env.command(name, &self.env.database_url)?;
+        let mut command = self.command(name)?;
         command
             .env("FLEET_SIGNING_SECRET", &self.secret)
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")]);
         self.spawn(name, &mut command)
+    }
+
+    /// Workspace binary `name`, built beforehand (by `scripts/demo.sh`, or a test),
+    /// pointed at the stack.
+    fn command(&self, name: &str) -> anyhow::Result<Command> {
+        Ok(self
+            .env
+            .command_at(&harness::built_binary(name)?, &self.env.database_url))
     }
 
     fn spawn(&mut self, name: &str, command: &mut Command) -> anyhow::Result<()> {

@@ -3,7 +3,9 @@
 //! and reconnects with backoff and jitter when the home network or the broker goes.
 //!
 //! A reading is published once, then again every `resend_after` until acknowledged:
-//! an ack lost with a dropped connection costs a duplicate, never a reading.
+//! an ack lost with a dropped connection costs a duplicate, never a reading. While
+//! resends go unanswered the interval doubles (up to 8 ×), so a slow cloud is not
+//! buried under every gateway's resends; the first ack restores it.
 //!
 //! Which readings an ack confirms: when it lists exact seq runs (our ingest always
 //! does), exactly those. An ack in the contract's plain form ("highest seq N of pump
@@ -23,11 +25,18 @@ use fleet_core::gateway_protocol::{
 };
 use fleet_core::{json, protobuf};
 use fleet_runtime::Backoff;
+use fleet_runtime::subscription::Subscription;
 use rumqttc::{AsyncClient, Event, LastWill, Packet, QoS};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::link::PumpLink;
+
+/// How long the acks subscription may go unanswered before it is sent again (without
+/// it nothing is ever acknowledged and the outbox only grows).
+const SUBACK_TIMEOUT: Duration = Duration::from_secs(15);
+/// The resend interval grows to at most this many times `resend_after`.
+const MAX_RESEND_BACKOFF: u32 = 8;
 use crate::metrics::GatewayMetrics;
 use crate::outbox::{Outbox, Pending};
 
@@ -91,6 +100,9 @@ pub async fn run<L: PumpLink>(
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     let mut reconnect_at: Option<Instant> = None;
     let mut resend_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut acks = Subscription::new(acks_topic(&gw), QoS::AtLeastOnce, SUBACK_TIMEOUT);
+    // Doubles while resends go unanswered, back to `config.resend_after` on an ack.
+    let mut resend_after = config.resend_after;
     let mut status_tick = tokio::time::interval(config.status_interval);
     let depth = blocking(&outbox, |o| o.depth()).await?;
     metrics.outbox_depth.add(depth as i64);
@@ -106,12 +118,15 @@ pub async fn run<L: PumpLink>(
                     connected = true;
                     backoff.reset();
                     tracing::info!(gateway_id = %gw, "mqtt connected");
-                    client.try_subscribe(acks_topic(&gw), QoS::AtLeastOnce)?;
+                    acks.connected(&client);
                     publish_status(&client, &gw, true, &outbox, last_pump_contact).await;
                     fill_window(&client, &config, &outbox, &mut published, &metrics).await?;
                 }
+                Ok(Event::Incoming(Packet::SubAck(_))) => acks.answered(),
                 Ok(Event::Incoming(Packet::Publish(p))) if p.topic == acks_topic(&gw) => {
-                    apply_ack(&p.payload, &outbox, &mut published, &metrics).await?;
+                    if apply_ack(&p.payload, &outbox, &mut published, &metrics).await? > 0 {
+                        resend_after = config.resend_after;
+                    }
                     fill_window(&client, &config, &outbox, &mut published, &metrics).await?;
                 }
                 Ok(_) => {}
@@ -122,12 +137,14 @@ pub async fn run<L: PumpLink>(
                         metrics.readiness.set(metrics.connected.get() > 0);
                     }
                     connected = false;
+                    acks.disconnected();
                     let delay = backoff.next_delay();
                     tracing::warn!(gateway_id = %gw, error = %e, retry_in_ms = delay.as_millis() as u64, "mqtt connection lost");
                     reconnect_at = Some(Instant::now() + delay);
                 }
             },
             _ = sleep_until(reconnect_at), if reconnect_at.is_some() => reconnect_at = None,
+            () = acks.overdue() => acks.resend(&client),
             batch = link.next_readings(), if link_open => match batch {
                 Some(readings) => {
                     last_pump_contact = readings.iter().map(|r| r.measured_at).max().or(last_pump_contact);
@@ -145,9 +162,13 @@ pub async fn run<L: PumpLink>(
             },
             _ = resend_tick.tick() => {
                 if connected {
-                    let stale = published.forget_older_than(config.resend_after);
+                    let stale = published.forget_older_than(resend_after);
                     if stale > 0 {
                         metrics.resent_total.inc_by(stale as u64);
+                        // Nothing acknowledged for a whole interval: the path is slow or
+                        // down, and resending at the same pace would only add to its
+                        // load (every gateway does the same). Back off, up to a bound.
+                        resend_after = (resend_after * 2).min(config.resend_after * MAX_RESEND_BACKOFF);
                     }
                     fill_window(&client, &config, &outbox, &mut published, &metrics).await?;
                 }
@@ -250,13 +271,13 @@ async fn apply_ack(
     outbox: &Arc<Outbox>,
     published: &mut Published,
     metrics: &GatewayMetrics,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<usize> {
     let ack: EndToEndAck = match serde_json::from_slice(payload) {
         Ok(ack) => ack,
         Err(e) => {
             metrics.bad_acks_total.inc();
             tracing::warn!(error = %e, "ignoring an unreadable end-to-end ack");
-            return Ok(());
+            return Ok(0);
         }
     };
     let mut durable = Vec::new();
@@ -268,12 +289,12 @@ async fn apply_ack(
         durable.extend(published.acknowledge_exact(&ack));
     }
     if durable.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let removed = blocking(outbox, move |o| o.remove(&durable)).await?;
     metrics.acked_total.inc_by(removed as u64);
     metrics.outbox_depth.sub(removed as i64);
-    Ok(())
+    Ok(removed)
 }
 
 /// Readings published and not yet acknowledged, with the order they were published in.

@@ -14,6 +14,7 @@ pub struct IngestMetrics {
     pub acks_dropped_total: IntCounter,
     pub puback_waits_total: IntCounter,
     pub mqtt_disconnects_total: IntCounter,
+    pub subscribe_retries_total: IntCounter,
     pub in_flight: IntGauge,
     pub registry_version: IntGauge,
     pub registry_refresh_failures_total: IntCounter,
@@ -58,6 +59,11 @@ impl IngestMetrics {
                 &r,
                 "fleet_ingest_mqtt_disconnects_total",
                 "MQTT connection losses (each is followed by a reconnect with backoff)",
+            ),
+            subscribe_retries_total: counter(
+                &r,
+                "fleet_ingest_subscribe_retries_total",
+                "Readings subscriptions sent again after going unanswered (no reading arrives meanwhile)",
             ),
             in_flight: gauge(
                 &r,

@@ -19,6 +19,7 @@ use fleet_core::gateway_protocol::{EndToEndAck, INGEST_SHARED_SUBSCRIPTION, acks
 use fleet_kafka::{DeadLetter, FleetProducer};
 use fleet_runtime::Backoff;
 use fleet_runtime::serve::Readiness;
+use fleet_runtime::subscription::Subscription;
 use fleet_store::registry::RegistryWatch as Pairing;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
@@ -155,6 +156,9 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::R
     Ok(())
 }
 
+/// How long the readings subscription may go unanswered before it is sent again.
+const SUBACK_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Polls the MQTT connection: forwards readings to the pipeline (waiting when it is
 /// full, which is the back-pressure), and reconnects with backoff when the broker goes.
 async fn mqtt_loop(
@@ -167,20 +171,29 @@ async fn mqtt_loop(
     stop: CancellationToken,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    let mut readings =
+        Subscription::new(INGEST_SHARED_SUBSCRIPTION, QoS::AtLeastOnce, SUBACK_TIMEOUT);
     loop {
         let event = tokio::select! {
             event = eventloop.poll() => event,
+            () = readings.overdue() => {
+                // No reading arrives until it is answered.
+                metrics.subscribe_retries_total.inc();
+                readings.resend(&client);
+                continue;
+            }
             _ = stop.cancelled() => return,
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff.reset();
                 tracing::info!(session_present = ack.session_present, "mqtt connected");
-                if let Err(e) = client.try_subscribe(INGEST_SHARED_SUBSCRIPTION, QoS::AtLeastOnce) {
-                    tracing::error!(error = %e, "cannot queue the mqtt subscription");
-                }
+                readings.connected(&client);
             }
-            Ok(Event::Incoming(Packet::SubAck(_))) => readiness.set(true),
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                readings.answered();
+                readiness.set(true);
+            }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 if shutdown.is_cancelled() {
                     // Not acknowledged: the broker keeps it for this session.
@@ -195,6 +208,7 @@ async fn mqtt_loop(
             Ok(_) => {}
             Err(e) => {
                 readiness.set(false);
+                readings.disconnected();
                 metrics.mqtt_disconnects_total.inc();
                 let delay = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "mqtt connection lost");

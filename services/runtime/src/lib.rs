@@ -10,6 +10,7 @@ pub mod input;
 pub mod metrics;
 pub mod serve;
 pub mod shutdown;
+pub mod subscription;
 
 pub use backoff::Backoff;
 
