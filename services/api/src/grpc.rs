@@ -2,6 +2,7 @@
 //! metadata, the operations in [`Service`], the answers mapped to protobuf.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use fleet_proto::api::v1 as pb;
@@ -10,17 +11,36 @@ use fleet_store::access::User;
 use prost_types::Timestamp;
 use tonic::{Request, Response, Status};
 
+use crate::metrics::ApiMetrics;
 use crate::model::{self, AcknowledgeRequest, AlarmFilter};
 use crate::service::{ApiError, Service};
 
 #[derive(Debug, Clone)]
 pub struct Grpc {
     service: Arc<Service>,
+    metrics: ApiMetrics,
 }
 
 impl Grpc {
-    pub fn new(service: Arc<Service>) -> Self {
-        Self { service }
+    pub fn new(service: Arc<Service>, metrics: ApiMetrics) -> Self {
+        Self { service, metrics }
+    }
+
+    /// Runs one call and counts it by its gRPC code.
+    async fn observed<T>(
+        &self,
+        operation: &str,
+        call: impl Future<Output = Result<Response<T>, Status>>,
+    ) -> Result<Response<T>, Status> {
+        let started = Instant::now();
+        let answer = call.await;
+        let outcome = match &answer {
+            Ok(_) => "Ok".to_owned(),
+            Err(status) => format!("{:?}", status.code()),
+        };
+        self.metrics
+            .observe("grpc", operation, &outcome, started.elapsed());
+        answer
     }
 
     async fn caller<T>(&self, request: &Request<T>, what: &str) -> Result<User, Status> {
@@ -88,9 +108,9 @@ fn alarm(a: model::Alarm) -> pb::Alarm {
     }
 }
 
-#[tonic::async_trait]
-impl FleetApi for Grpc {
-    async fn list_alarms(
+/// The operations themselves; the trait below counts each call.
+impl Grpc {
+    async fn answer_list_alarms(
         &self,
         request: Request<pb::ListAlarmsRequest>,
     ) -> Result<Response<pb::ListAlarmsResponse>, Status> {
@@ -112,7 +132,7 @@ impl FleetApi for Grpc {
         }))
     }
 
-    async fn get_alarm(
+    async fn answer_get_alarm(
         &self,
         request: Request<pb::GetAlarmRequest>,
     ) -> Result<Response<pb::GetAlarmResponse>, Status> {
@@ -173,7 +193,7 @@ impl FleetApi for Grpc {
         }))
     }
 
-    async fn acknowledge_alarm(
+    async fn answer_acknowledge_alarm(
         &self,
         request: Request<pb::AcknowledgeAlarmRequest>,
     ) -> Result<Response<pb::AcknowledgeAlarmResponse>, Status> {
@@ -195,7 +215,7 @@ impl FleetApi for Grpc {
         }))
     }
 
-    async fn list_pumps(
+    async fn answer_list_pumps(
         &self,
         request: Request<pb::ListPumpsRequest>,
     ) -> Result<Response<pb::ListPumpsResponse>, Status> {
@@ -219,7 +239,7 @@ impl FleetApi for Grpc {
         }))
     }
 
-    async fn get_pump_timeline(
+    async fn answer_get_pump_timeline(
         &self,
         request: Request<pb::GetPumpTimelineRequest>,
     ) -> Result<Response<pb::GetPumpTimelineResponse>, Status> {
@@ -251,5 +271,48 @@ impl FleetApi for Grpc {
                 })
                 .collect(),
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl FleetApi for Grpc {
+    async fn list_alarms(
+        &self,
+        request: Request<pb::ListAlarmsRequest>,
+    ) -> Result<Response<pb::ListAlarmsResponse>, Status> {
+        self.observed("ListAlarms", self.answer_list_alarms(request))
+            .await
+    }
+
+    async fn get_alarm(
+        &self,
+        request: Request<pb::GetAlarmRequest>,
+    ) -> Result<Response<pb::GetAlarmResponse>, Status> {
+        self.observed("GetAlarm", self.answer_get_alarm(request))
+            .await
+    }
+
+    async fn acknowledge_alarm(
+        &self,
+        request: Request<pb::AcknowledgeAlarmRequest>,
+    ) -> Result<Response<pb::AcknowledgeAlarmResponse>, Status> {
+        self.observed("AcknowledgeAlarm", self.answer_acknowledge_alarm(request))
+            .await
+    }
+
+    async fn list_pumps(
+        &self,
+        request: Request<pb::ListPumpsRequest>,
+    ) -> Result<Response<pb::ListPumpsResponse>, Status> {
+        self.observed("ListPumps", self.answer_list_pumps(request))
+            .await
+    }
+
+    async fn get_pump_timeline(
+        &self,
+        request: Request<pb::GetPumpTimelineRequest>,
+    ) -> Result<Response<pb::GetPumpTimelineResponse>, Status> {
+        self.observed("GetPumpTimeline", self.answer_get_pump_timeline(request))
+            .await
     }
 }

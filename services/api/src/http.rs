@@ -15,10 +15,12 @@
 //! Errors are `{"error": "..."}` with 400, 401, 403, 404 or 503.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, MatchedPath, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -26,6 +28,7 @@ use chrono::{DateTime, Utc};
 use fleet_store::access::{self, User};
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::ApiMetrics;
 use crate::model::{AcknowledgeRequest, AlarmFilter, Me};
 use crate::service::{ApiError, Service};
 
@@ -56,7 +59,7 @@ async fn dashboard_file(body: &'static str, content_type: &'static str) -> Respo
 /// Bodies larger than this are refused before they are read.
 const MAX_BODY_BYTES: usize = 16 * 1024;
 
-pub fn router(service: Arc<Service>) -> Router {
+pub fn router(service: Arc<Service>, metrics: ApiMetrics) -> Router {
     Router::new()
         .route(
             "/",
@@ -78,7 +81,27 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/api/v1/pumps/{pump_id}/timeline", get(timeline))
         .route("/api/v1/pumps/{pump_id}/chart.svg", get(chart))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .route_layer(middleware::from_fn_with_state(metrics, observed))
         .with_state(service)
+}
+
+/// Counts each call by its route template (never the path: it holds ids) and status.
+async fn observed(
+    State(metrics): State<ApiMetrics>,
+    route: MatchedPath,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let operation = format!("{} {}", request.method(), route.as_str());
+    let response = next.run(request).await;
+    metrics.observe(
+        "http",
+        &operation,
+        response.status().as_str(),
+        started.elapsed(),
+    );
+    response
 }
 
 impl IntoResponse for ApiError {

@@ -3,20 +3,26 @@
 //!
 //! - `service.rs`: the operations and who may do what (roles, audit log);
 //! - `grpc.rs`, `http.rs`: the two transports, thin mappings onto the service;
-//! - `model.rs`: what the operations answer.
+//! - `model.rs`: what the operations answer;
+//! - `metrics.rs`: calls by transport, operation and outcome, with their latency
+//!   (served with `/healthz` and `/readyz` on `--metrics-addr`).
 
 pub mod grpc;
 pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod service;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use fleet_proto::api::v1::fleet_api_server::FleetApiServer;
 use fleet_runtime::Endpoints;
+use fleet_runtime::serve::Readiness;
+use metrics::ApiMetrics;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -30,29 +36,71 @@ pub struct ApiConfig {
     /// Where the HTTP/JSON API listens (port 0 picks a free port; the address is logged).
     #[arg(long, env = "FLEET_API_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_listen: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    #[arg(long, env = "FLEET_API_METRICS_ADDR", default_value = "127.0.0.1:9186")]
+    pub metrics_addr: SocketAddr,
 }
 
-/// Serves both transports until `shutdown`.
+/// How often readiness checks the database.
+const READINESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Serves both transports until `shutdown`, counting every call in `metrics`.
 pub async fn serve(
     pool: PgPool,
     grpc: tokio::net::TcpListener,
     http: tokio::net::TcpListener,
+    metrics: ApiMetrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    tokio::spawn(watch_database(
+        pool.clone(),
+        metrics.readiness.clone(),
+        shutdown.clone(),
+    ));
     let service = Arc::new(service::Service::new(pool));
     let incoming = tonic::transport::server::TcpIncoming::from(grpc);
     let grpc_server = tonic::transport::Server::builder()
-        .add_service(FleetApiServer::new(grpc::Grpc::new(service.clone())))
+        .add_service(FleetApiServer::new(grpc::Grpc::new(
+            service.clone(),
+            metrics.clone(),
+        )))
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
-    let http_server =
-        axum::serve(http, http::router(service)).with_graceful_shutdown(shutdown.cancelled_owned());
+    let http_server = axum::serve(http, http::router(service, metrics))
+        .with_graceful_shutdown(shutdown.cancelled_owned());
     tokio::select! {
         served = grpc_server => served.context("serving the gRPC API"),
         served = http_server => served.context("serving the HTTP API"),
     }
 }
 
+/// Ready while the database answers: every operation needs it.
+async fn watch_database(pool: PgPool, readiness: Readiness, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(READINESS_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let answered =
+            tokio::time::timeout(READINESS_EVERY, sqlx::query("SELECT 1").execute(&pool))
+                .await
+                .is_ok_and(|r| r.is_ok());
+        if readiness.is_ready() && !answered {
+            tracing::warn!("the database does not answer: not ready");
+        }
+        readiness.set(answered);
+    }
+}
+
 pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let metrics = ApiMetrics::new();
+    let metrics_addr = fleet_runtime::serve::serve_metrics(
+        config.metrics_addr,
+        metrics.registry.clone(),
+        metrics.readiness.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     let pool = fleet_store::connect_with_retry(&config.endpoints.database_url, 20)
         .await
         .context("opening the database")?;
@@ -62,6 +110,6 @@ pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> anyhow::Resu
     let http = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("listening on {}", config.http_listen))?;
-    tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, "fleet API serving");
-    serve(pool, grpc, http, shutdown).await
+    tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, metrics = %metrics_addr, "fleet API serving");
+    serve(pool, grpc, http, metrics, shutdown).await
 }

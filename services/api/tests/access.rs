@@ -29,6 +29,7 @@ struct Fixture {
     alarm_a: String,
     alarm_b: String,
     start: DateTime<Utc>,
+    metrics: fleet_api::metrics::ApiMetrics,
     _stop: tokio_util::sync::DropGuard,
 }
 
@@ -132,10 +133,12 @@ async fn fixture() -> Fixture {
     let grpc_addr = grpc_listener.local_addr().expect("addr");
     let http = format!("http://{}", http_listener.local_addr().expect("addr"));
     let stop = CancellationToken::new();
+    let metrics = fleet_api::metrics::ApiMetrics::new();
     tokio::spawn(fleet_api::serve(
         pool.clone(),
         grpc_listener,
         http_listener,
+        metrics.clone(),
         stop.clone(),
     ));
     let grpc = FleetApiClient::connect(format!("http://{grpc_addr}"))
@@ -151,6 +154,7 @@ async fn fixture() -> Fixture {
         alarm_a: alarms[0].alarm_id.clone(),
         alarm_b: alarms[1].alarm_id.clone(),
         start,
+        metrics,
         _stop: stop.drop_guard(),
     }
 }
@@ -707,5 +711,73 @@ async fn the_dashboard_is_served_under_a_strict_policy_and_loads_nothing_from_el
     assert_eq!(
         chart(PUMP_B).await.expect("answered").status(),
         StatusCode::FORBIDDEN
+    );
+}
+
+/// The value of `fleet_api_requests_total` for one label set (0 when never counted).
+fn requests(f: &Fixture, transport: &str, operation: &str, outcome: &str) -> f64 {
+    f.metrics
+        .registry
+        .gather()
+        .iter()
+        .filter(|family| family.name() == "fleet_api_requests_total")
+        .flat_map(|family| family.get_metric().iter())
+        .filter(|m| {
+            let label = |name: &str| {
+                m.get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value().to_owned())
+            };
+            label("transport").as_deref() == Some(transport)
+                && label("operation").as_deref() == Some(operation)
+                && label("outcome").as_deref() == Some(outcome)
+        })
+        .map(|m| m.get_counter().get_value())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: scripts/test.sh starts it"]
+async fn every_call_is_counted_by_transport_operation_and_outcome_never_by_id() {
+    let f = fixture().await;
+    let (status, _) = call(&f, Some(&f.clinic_a), "GET", "/api/v1/alarms", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let other = format!("/api/v1/alarms/{}", f.alarm_b);
+    let (status, _) = call(&f, Some(&f.clinic_a), "GET", &other, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = call(&f, None, "GET", "/api/v1/pumps", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let mut grpc = f.grpc.clone();
+    let denied = grpc
+        .get_alarm(with_token(
+            pb::GetAlarmRequest {
+                alarm_id: f.alarm_b.clone(),
+            },
+            &f.clinic_a,
+        ))
+        .await;
+    assert_eq!(code(denied), Some(tonic::Code::PermissionDenied));
+
+    assert_eq!(requests(&f, "http", "GET /api/v1/alarms", "200"), 1.0);
+    assert_eq!(
+        requests(&f, "http", "GET /api/v1/alarms/{alarm_id}", "403"),
+        1.0,
+        "the route's template, not the path with its id"
+    );
+    assert_eq!(requests(&f, "http", "GET /api/v1/pumps", "401"), 1.0);
+    assert_eq!(requests(&f, "grpc", "GetAlarm", "PermissionDenied"), 1.0);
+    let text = f
+        .metrics
+        .registry
+        .gather()
+        .iter()
+        .flat_map(|family| family.get_metric().iter())
+        .flat_map(|m| m.get_label().iter().map(|l| l.value().to_owned()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        !text.contains(&f.alarm_b) && !text.contains(PUMP_A) && !text.contains(PUMP_B),
+        "no id in any label: {text}"
     );
 }
