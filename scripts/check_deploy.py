@@ -94,6 +94,7 @@ METRICS_ENV = {  # service -> the variable of its metrics address
     "detector": "FLEET_DETECTOR_METRICS_ADDR",
     "notifier": "FLEET_NOTIFIER_METRICS_ADDR",
     "archiver": "FLEET_ARCHIVER_METRICS_ADDR",
+    "api": "FLEET_API_METRICS_ADDR",
 }
 RELEASE, NAMESPACE = "fleet", "fleet"
 MONITORING_API = "monitoring.coreos.com/v1"

@@ -20,11 +20,6 @@ The facts of each service, from the code (services/<service>/src/config.rs, serv
 lib.rs, services/runtime/src/serve.rs). A port's `env` is the FLEET_* variable that
 sets its listen address: the services default to 127.0.0.1, which nothing outside the
 pod could reach, so the chart binds 0.0.0.0.
-
-fleet-api serves no /healthz, /readyz or /metrics (services/api/src/http.rs): its
-probes ask for the dashboard's index page, which the HTTP listener serves once the
-database is open and migrated (it binds only then); that says nothing about the
-database afterwards. Hence `metrics: false` and no ServiceMonitor for it.
 */}}
 {{- define "fleet.components" -}}
 ingest:
@@ -62,12 +57,13 @@ archiver:
 api:
   binary: fleet-api
   uses: [database]
-  metrics: false
+  metrics: true
   autoscaling: true
   ports:
     - {name: grpc, port: 50051, env: FLEET_API_ADDR, appProtocol: grpc}
     - {name: http, port: 8080, env: FLEET_API_HTTP_ADDR, appProtocol: http}
-  probes: {port: http, startup: /, liveness: /, readiness: /}
+    - {name: metrics, port: 9186, env: FLEET_API_METRICS_ADDR, appProtocol: http}
+  probes: {port: metrics, startup: /healthz, liveness: /healthz, readiness: /readyz}
 {{- end }}
 
 {{/* ---------------------------------------------------------------- names */}}
