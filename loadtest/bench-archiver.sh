@@ -6,5 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet -p fleet-loadtest --bin fleet-archive-bench -p fleet-archiver
-source loadtest/private-stack.sh archiver 48831 49093 45433
+source loadtest/private-stack.sh archiver 24830 24092 24432
 "${CARGO_TARGET_DIR:-target}/release/fleet-archive-bench" "$@"

@@ -18,7 +18,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 for pumps in "${sizes[@]}"; do
   (
-    source loadtest/private-stack.sh fleet-sizes 47830 47092 45433
+    source loadtest/private-stack.sh fleet-sizes 26830 26092 26432
     "$bin/fleet-demo" --exit --free-ports --pumps "$pumps" --history 30d --speedup 14400 \
       --seed 5 --state-dir "$work/$pumps" >"$work/$pumps.txt"
   )

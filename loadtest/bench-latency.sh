@@ -7,5 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet -p fleet-loadtest --bin fleet-latency \
   -p fleet-ingest -p fleet-detector -p fleet-notifier -p fleet-gateway -p fleetctl
-source loadtest/private-stack.sh latency 48830 49092 45432
+source loadtest/private-stack.sh latency 23830 23092 23432
 "${CARGO_TARGET_DIR:-target}/release/fleet-latency" "$@"
