@@ -262,7 +262,9 @@ pub fn restart_mosquitto() -> anyhow::Result<()> {
 
 /// One plain HTTP/1.0 GET against a service's side door on loopback; the raw
 /// response (status line, headers, body), or `None` if nothing answered.
-async fn http_get(port: u16, path: &str) -> Option<String> {
+/// A plain HTTP GET on loopback `port`: the whole response (status line, headers,
+/// body), or `None` when nothing answers.
+pub async fn http_get(port: u16, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await

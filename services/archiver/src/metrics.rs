@@ -1,7 +1,7 @@
 //! What the archiver counts.
 
-use fleet_runtime::metrics::{counter, counter_vec, gauge};
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
+use fleet_runtime::metrics::{counter, counter_vec, gauge, seconds_histogram};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
 
 #[derive(Debug, Clone)]
 pub struct ArchiverMetrics {
@@ -14,6 +14,7 @@ pub struct ArchiverMetrics {
     pub write_errors_total: IntCounter,
     pub batches_total: IntCounter,
     pub last_batch_size: IntGauge,
+    pub batch_write_seconds: Histogram,
     /// 1 when readings go to a TimescaleDB hypertable, 0 on plain PostgreSQL.
     pub timescaledb: IntGauge,
 }
@@ -45,6 +46,11 @@ impl ArchiverMetrics {
                 "Failed batch writes (retried until they succeed)",
             ),
             batches_total: counter(&r, "fleet_archiver_batches_total", "Batches written"),
+            batch_write_seconds: seconds_histogram(
+                &r,
+                "fleet_archiver_batch_write_seconds",
+                "Time to write one batch to the archive (one transaction, retries not included)",
+            ),
             last_batch_size: gauge(
                 &r,
                 "fleet_archiver_last_batch_size",

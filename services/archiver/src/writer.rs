@@ -43,8 +43,12 @@ impl Writer {
         let (readings, alarms, records) = (&batch.readings, &batch.alarms, batch.records);
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         loop {
+            let started = std::time::Instant::now();
             match self.write_once(readings, alarms).await {
                 Ok((new_readings, new_alarms)) => {
+                    self.metrics
+                        .batch_write_seconds
+                        .observe(started.elapsed().as_secs_f64());
                     let count = |kind: &str, new: u64, all: usize| {
                         self.metrics
                             .archived_total

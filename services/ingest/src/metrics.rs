@@ -1,13 +1,14 @@
 //! What the ingest counts. Names follow `fleet_<component>_<what>_<unit>[_total]`; no
 //! label ever names a pump or a gateway (that would be one series per patient).
 
-use fleet_runtime::metrics::{counter, counter_vec, gauge};
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
+use fleet_runtime::metrics::{counter, counter_vec, gauge, seconds_histogram};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
 
 #[derive(Debug, Clone)]
 pub struct IngestMetrics {
     pub registry: Registry,
     pub readings_total: IntCounter,
+    pub produce_seconds: Histogram,
     pub dead_letters_total: IntCounterVec,
     pub produce_retries_total: IntCounter,
     pub acks_sent_total: IntCounter,
@@ -28,6 +29,11 @@ impl IngestMetrics {
                 &r,
                 "fleet_ingest_readings_total",
                 "Valid readings durably written to the readings topic",
+            ),
+            produce_seconds: seconds_histogram(
+                &r,
+                "fleet_ingest_produce_seconds",
+                "Time from a valid reading's arrival to Kafka confirming it durable (retries included)",
             ),
             dead_letters_total: counter_vec(
                 &r,

@@ -299,6 +299,7 @@ impl Pipeline {
             &self.limits,
         );
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+        let arrived = std::time::Instant::now();
         loop {
             let attempt = match &outcome {
                 Ok(accepted) => self
@@ -307,6 +308,9 @@ impl Pipeline {
                     .await
                     .map(|_| {
                         self.metrics.readings_total.inc();
+                        self.metrics
+                            .produce_seconds
+                            .observe(arrived.elapsed().as_secs_f64());
                         Some((
                             accepted.gateway_id.clone(),
                             accepted.reading.pump_id.clone(),

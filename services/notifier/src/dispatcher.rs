@@ -23,7 +23,9 @@ use crate::metrics::NotifierMetrics;
 
 /// A finished attempt: the page, the endpoint and target it went to, and the receipt
 /// or the error.
-type Outcome = (Page, String, Target, Result<String, String>);
+/// A page, the endpoint tried (empty: none), its target, the receipt or the error, and
+/// how long the attempt took.
+type Outcome = (Page, String, Target, Result<String, String>, Duration);
 
 #[derive(Debug)]
 pub struct Dispatcher {
@@ -135,7 +137,7 @@ impl Dispatcher {
             let Some(clinic) = clinic else {
                 let why = format!("clinic {} is not in the registry", page.clinic_id);
                 let target = page.target;
-                tasks.spawn(async move { (page, String::new(), target, Err(why)) });
+                tasks.spawn(async move { (page, String::new(), target, Err(why), Duration::ZERO) });
                 continue;
             };
             // Every endpoint of the clinic is open: the lease runs out and the page
@@ -146,16 +148,28 @@ impl Dispatcher {
             let url = url.to_owned();
             let channel = clients.channel(&url, deadline);
             tasks.spawn(async move {
+                let started = Instant::now();
                 let result = match channel {
                     Ok(channel) => deliver(channel, &url, &page, secret.as_bytes(), deadline).await,
                     Err(e) => Err(e),
                 };
-                (page, url, target, result)
+                (page, url, target, result, started.elapsed())
             });
         }
     }
 
-    async fn record(&self, (page, url, used, result): Outcome, breakers: &mut Breakers) {
+    async fn record(&self, (page, url, used, result, took): Outcome, breakers: &mut Breakers) {
+        if !url.is_empty() {
+            let outcome = if result.is_ok() {
+                "delivered"
+            } else {
+                "failed"
+            };
+            self.metrics
+                .delivery_seconds
+                .with_label_values(&[outcome])
+                .observe(took.as_secs_f64());
+        }
         let registry = Arc::clone(&self.registry.borrow());
         let clinic = registry.clinic(&page.clinic_id);
         let attempt = Attempt {

@@ -1,8 +1,8 @@
 //! What the notifier counts. Clinic labels are bounded (the registry's clinics); no
 //! label names a pump.
 
-use fleet_runtime::metrics::{counter, counter_vec, gauge};
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
+use fleet_runtime::metrics::{counter, counter_vec, gauge, seconds_histogram_vec};
+use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry};
 
 #[derive(Debug, Clone)]
 pub struct NotifierMetrics {
@@ -11,6 +11,7 @@ pub struct NotifierMetrics {
     pub unroutable_total: IntCounter,
     pub pages_delivered_total: IntCounterVec,
     pub attempts_failed_total: IntCounterVec,
+    pub delivery_seconds: HistogramVec,
     pub operator_alarms_total: IntCounterVec,
     pub breaker_opened_total: IntCounterVec,
     pub escalations_total: IntCounter,
@@ -39,6 +40,12 @@ impl NotifierMetrics {
                 "fleet_notifier_pages_delivered_total",
                 "Pages accepted by a receiver, by clinic and target",
                 &["clinic", "target"],
+            ),
+            delivery_seconds: seconds_histogram_vec(
+                &r,
+                "fleet_notifier_delivery_seconds",
+                "Time of one delivery attempt to a clinic's receiver, by outcome (delivered, failed)",
+                &["outcome"],
             ),
             attempts_failed_total: counter_vec(
                 &r,

@@ -3,7 +3,7 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
 
 fn register<M: Collector + Clone + 'static>(
@@ -34,19 +34,27 @@ pub fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str])
     )
 }
 
-/// A latency histogram in seconds, with buckets from 1 ms to 10 s.
+/// Latency buckets in seconds, from 1 ms to 10 s: every hop of the pipeline is meant to
+/// take milliseconds, and anything past 10 s is an incident whatever its exact length.
+fn seconds_buckets() -> Vec<f64> {
+    vec![
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ]
+}
+
+/// A latency histogram in seconds.
+pub fn seconds_histogram(registry: &Registry, name: &str, help: &str) -> Histogram {
+    let opts = HistogramOpts::new(name, help).buckets(seconds_buckets());
+    register(registry, name, Histogram::with_opts(opts))
+}
+
+/// A latency histogram in seconds, by `labels`.
 pub fn seconds_histogram_vec(
     registry: &Registry,
     name: &str,
     help: &str,
     labels: &[&str],
 ) -> HistogramVec {
-    let buckets = vec![
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    ];
-    register(
-        registry,
-        name,
-        HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels),
-    )
+    let opts = HistogramOpts::new(name, help).buckets(seconds_buckets());
+    register(registry, name, HistogramVec::new(opts, labels))
 }

@@ -1,7 +1,7 @@
 //! What the streaming detector counts. No label names a pump (one series per patient).
 
-use fleet_runtime::metrics::{counter, counter_vec, gauge};
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
+use fleet_runtime::metrics::{counter, counter_vec, gauge, seconds_histogram};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
 
 #[derive(Debug, Clone)]
 pub struct DetectorMetrics {
@@ -12,6 +12,7 @@ pub struct DetectorMetrics {
     pub alarm_events_total: IntCounterVec,
     pub alarm_delivery_failures_total: IntCounter,
     pub checkpoints_total: IntCounter,
+    pub checkpoint_seconds: Histogram,
     pub checkpoint_failures_total: IntCounter,
     pub fenced_total: IntCounter,
     pub rewinds_total: IntCounter,
@@ -51,6 +52,11 @@ impl DetectorMetrics {
                 &r,
                 "fleet_detector_alarm_delivery_failures_total",
                 "Alarm events the broker did not confirm (the partition is rewound and they are emitted again)",
+            ),
+            checkpoint_seconds: seconds_histogram(
+                &r,
+                "fleet_detector_checkpoint_seconds",
+                "Time to write one partition's checkpoint (offset, clock and changed pumps in one transaction)",
             ),
             checkpoints_total: counter(
                 &r,

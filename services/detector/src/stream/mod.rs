@@ -393,6 +393,9 @@ impl Replica {
             .await
         {
             Ok(()) => {
+                self.metrics
+                    .checkpoint_seconds
+                    .observe(started.elapsed().as_secs_f64());
                 tracing::debug!(partition = p, next_offset, pumps, took = ?started.elapsed(), "checkpoint");
                 owned.unsaved.clear();
                 owned.dirty = false;
