@@ -19,8 +19,11 @@ trap 'rm -rf "$work"' EXIT
 for pumps in "${sizes[@]}"; do
   (
     source loadtest/private-stack.sh fleet-sizes 26830 26092 26432
+    # A fleet the pipeline cannot keep up with ends non-zero (readings not archived in
+    # time); its summary is still written and still goes into the table.
     "$bin/fleet-demo" --exit --free-ports --pumps "$pumps" --history 30d --speedup 14400 \
-      --seed 5 --state-dir "$work/$pumps" >"$work/$pumps.txt"
+      --seed 5 --state-dir "$work/$pumps" >"$work/$pumps.txt" ||
+      echo "fleet of $pumps pumps: fleet-demo exited non-zero (see the table)" >&2
   )
   echo "fleet of $pumps pumps: done" >&2
 done
@@ -33,7 +36,7 @@ for pumps in sizes:
     r = s["readings"]
     cpu = sum(s["cpu_seconds"].values())
     runs.append({
-        "pumps": int(pumps), "readings": r["produced"], "lost": r["lost"],
+        "pumps": int(pumps), "readings": r["produced"], "lost": r["lost"], "missing": r["missing"],
         "wall_s": round(s["wall_seconds"]), "cpu_s": round(cpu, 1),
         "cpu_ms_per_reading": round(cpu * 1000 / r["produced"], 3),
         "cpu_s_by_process": {k: round(v, 1) for k, v in s["cpu_seconds"].items()},
@@ -44,11 +47,11 @@ result = {"measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
           "command": "loadtest/bench-fleet-sizes.sh " + " ".join(sizes), "runs": runs}
 json.dump(result, open(out, "w"), indent=1)
 procs = sorted({p for r in runs for p in r["cpu_s_by_process"]})
-print("| pumps | readings | lost | CPU ms/reading | " + " | ".join(procs) + " | latency p50 / p99 ms | recall | precision |")
-print("|---" * (8 + len(procs)) + "|")
+print("| pumps | readings | not archived in time | lost | CPU ms/reading | " + " | ".join(procs) + " | latency p50 / p99 ms | recall | precision |")
+print("|---" * (9 + len(procs)) + "|")
 for r in runs:
     per = [f'{r["cpu_s_by_process"].get(p, 0) * 1000 / r["readings"]:.3f}' for p in procs]
     lat = r["latency_ms"]
-    print(f'| {r["pumps"]} | {r["readings"]:,} | {r["lost"]} | {r["cpu_ms_per_reading"]} | ' + " | ".join(per) +
+    print(f'| {r["pumps"]} | {r["readings"]:,} | {r["missing"]:,} | {r["lost"]} | {r["cpu_ms_per_reading"]} | ' + " | ".join(per) +
           f' | {lat["p50"]} / {lat["p99"]} | {r["recall"]} | {r["precision"]} |')
 PY

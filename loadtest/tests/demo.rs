@@ -76,6 +76,7 @@ fn the_demo_holds_the_pipeline_to_the_ground_truth_and_stops_cleanly() {
     assert!(produced > 40 * 24 * 18, "{produced} readings produced");
     assert_eq!(readings["archived"], produced, "every reading archived");
     assert_eq!(readings["lost"], 0);
+    assert_eq!(readings["missing"], 0);
     assert_eq!(readings["dead_lettered"], 0);
 
     let alarms = &summary["alarms_total"];

@@ -117,7 +117,16 @@ async fn main() -> anyhow::Result<()> {
     }
     eprintln!("demo: stopping the services");
     demo.stop().await?;
-    let failed = summary.readings.lost > 0;
-    anyhow::ensure!(!failed, "{} readings were lost", summary.readings.lost);
+    let readings = &summary.readings;
+    anyhow::ensure!(
+        readings.lost() == 0,
+        "{} readings were lost",
+        readings.lost()
+    );
+    anyhow::ensure!(
+        readings.missing == 0,
+        "{} readings were not archived in time (the pipeline fell behind)",
+        readings.missing
+    );
     Ok(())
 }

@@ -309,7 +309,14 @@ impl Demo {
                 produced: plan.expected.len() as u64,
                 archived: summary::archived_readings(&self.pool, plan.end).await?,
                 dead_lettered: dead_lettered as u64,
-                lost: summary::lost_readings(&self.pool, plan).await?,
+                missing: summary::missing_readings(&self.pool, plan).await?,
+                queued_in_outboxes: harness::metric(
+                    self.config.ports.gateway,
+                    "fleet_gateway_outbox_depth_readings",
+                )
+                .await
+                .context("the gateways' metrics do not answer")?
+                    as u64,
             },
             cpu_seconds: self.processes.cpu_seconds(),
             wall_seconds: self.started.elapsed().as_secs_f64(),

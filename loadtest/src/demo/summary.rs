@@ -20,7 +20,18 @@ pub struct ReadingFigures {
     pub produced: u64,
     pub archived: u64,
     pub dead_lettered: u64,
-    pub lost: u64,
+    /// Produced and not in the archive when the demo stopped waiting.
+    pub missing: u64,
+    /// Readings the gateways' outboxes still held then (history or live): a missing
+    /// reading may be among them, on its way, when the pipeline fell behind.
+    pub queued_in_outboxes: u64,
+}
+
+impl ReadingFigures {
+    /// Missing readings that cannot be in an outbox any more: lost for certain.
+    pub fn lost(&self) -> u64 {
+        self.missing.saturating_sub(self.queued_in_outboxes)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -83,7 +94,7 @@ pub async fn archived_readings(pool: &PgPool, until: DateTime<Utc>) -> anyhow::R
 }
 
 /// Expected readings the archive does not hold.
-pub async fn lost_readings(pool: &PgPool, plan: &Plan) -> anyhow::Result<u64> {
+pub async fn missing_readings(pool: &PgPool, plan: &Plan) -> anyhow::Result<u64> {
     let rows: Vec<(String, i64)> =
         sqlx::query_as("SELECT pump_id, seq FROM reading WHERE measured_at <= $1")
             .bind(plan.end)
@@ -303,11 +314,18 @@ impl Summary {
         let _ = writeln!(w, "  produced by gateways   {:>9}", r.produced);
         let _ = writeln!(w, "  archived               {:>9}", r.archived);
         let _ = writeln!(w, "  dead-lettered          {:>9}", r.dead_lettered);
+        if r.missing > 0 {
+            let _ = writeln!(
+                w,
+                "  not archived yet       {:>9}  (the gateways' outboxes still hold {}: the pipeline fell behind)",
+                r.missing, r.queued_in_outboxes
+            );
+        }
         let _ = writeln!(
             w,
             "  lost                   {:>9}{}",
-            r.lost,
-            if r.lost == 0 {
+            r.lost(),
+            if r.lost() == 0 {
                 ""
             } else {
                 "  <-- LOST READINGS"
@@ -363,7 +381,9 @@ impl Summary {
                 "produced": self.readings.produced,
                 "archived": self.readings.archived,
                 "dead_lettered": self.readings.dead_lettered,
-                "lost": self.readings.lost,
+                "missing": self.readings.missing,
+                "queued_in_outboxes": self.readings.queued_in_outboxes,
+                "lost": self.readings.lost(),
             },
             "wall_seconds": self.wall_seconds,
             "cpu_seconds": self.cpu_seconds,
