@@ -345,7 +345,15 @@ mqtt_start() {
     log "mqtt: starting mosquitto on $HOST:$MQTT_PORT (config $conf)"
     # -d daemonises and writes pid_file; early errors go to stderr, which we
     # append to the same log so a failure report shows them.
-    "$bin" -c "$conf" -d >>"$MQTT_LOG" 2>&1 9>&- ||
+    # Each client is an open file in mosquitto, whose max_connections is
+    # unlimited by default: its soft `ulimit -n` is the real cap, and a common
+    # default soft limit of 1024 is far below the 10,000 idle gateways
+    # fleet-loadtest holds. So mosquitto alone gets the soft limit raised to the
+    # hard one (kept as it is if that cannot be done).
+    (
+        ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+        exec "$bin" -c "$conf" -d
+    ) >>"$MQTT_LOG" 2>&1 9>&- ||
         fail_component mqtt "$MQTT_LOG" "mosquitto -c $conf -d exited with an error"
 }
 

@@ -11,7 +11,9 @@ use anyhow::Context;
 use fleet_core::Reading;
 use sqlx::PgPool;
 
-use crate::harness::{self, Service, StackEnv};
+use crate::drain;
+use crate::harness::StackEnv;
+use crate::hop::per_second;
 
 const ARCHIVED: &str = "fleet_archiver_archived_total{kind=\"reading\"}";
 
@@ -81,35 +83,13 @@ pub async fn archiver_drain(
     rows: usize,
     dir: &Path,
 ) -> anyhow::Result<f64> {
-    let port = harness::free_port()?;
-    let mut archiver = Service::spawn(
-        "fleet-archiver",
-        env.command("fleet-archiver", database_url)?
-            .args(["--topic-suffix", suffix])
-            .args(["--group", &format!("{suffix}-archiver")])
-            .args(["--metrics-addr", &format!("127.0.0.1:{port}")]),
-        &dir.join("archiver.log"),
-    )?;
-    harness::wait_ready(port, Duration::from_secs(60)).await?;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    // The last moment nothing was archived yet: the clock starts there.
-    let mut idle_until = Instant::now();
-    let last = loop {
-        let archived = harness::metric(port, ARCHIVED).await.unwrap_or_default();
-        let now = Instant::now();
-        if archived == 0.0 {
-            idle_until = now;
-        }
-        if archived as usize >= rows {
-            break now;
-        }
-        anyhow::ensure!(
-            now < deadline,
-            "archiver stalled at {archived} of {rows} rows (log in {})",
-            dir.display()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let group = format!("{suffix}-archiver");
+    let args = ["--topic-suffix", suffix, "--group", &group];
+    let (mut archiver, port) =
+        drain::start(env, "fleet-archiver", database_url, &args, dir).await?;
+    let took = drain::time_to_count(port, ARCHIVED, rows as f64, Duration::from_secs(600))
+        .await
+        .with_context(|| format!("fleet-archiver (log in {})", dir.display()));
     let _ = archiver.terminate(Duration::from_secs(10));
-    Ok(rows as f64 / (last - idle_until).as_secs_f64().max(0.001))
+    Ok(per_second(rows, took?))
 }

@@ -58,9 +58,15 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// Path to a workspace binary, built first (quick when it is up to date) with the same
-/// profile as the running executable.
+/// profile as the running executable. Built once per process: asking again costs no
+/// cargo run, so a benchmark can build before its clock starts and spawn inside it.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    static BUILT: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
     let dir = profile_dir()?;
+    let path = dir.join(name);
+    if BUILT.lock().is_ok_and(|built| built.contains(name)) && path.exists() {
+        return Ok(path);
+    }
     let release = dir.file_name().is_some_and(|n| n == "release");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
@@ -74,8 +80,10 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     if !status.success() {
         bail!("building {name} failed");
     }
-    let path = dir.join(name);
     anyhow::ensure!(path.exists(), "{} was not built", path.display());
+    if let Ok(mut built) = BUILT.lock() {
+        built.insert(name.to_owned());
+    }
     Ok(path)
 }
 
@@ -226,17 +234,27 @@ pub fn write_registry(readings: &[Reading], path: &Path) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Restarts the local stack's Mosquitto: SIGTERM to the pid the stack script recorded,
-/// then `stack.sh up`, which starts what is not running and waits until it answers.
-pub fn restart_mosquitto() -> anyhow::Result<()> {
+/// The local stack's Mosquitto, from the pid file the stack script keeps under
+/// `FLEET_STATE_DIR` (default `.state/stack`).
+pub fn mosquitto_pid() -> anyhow::Result<u32> {
     let state = std::env::var("FLEET_STATE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| repo_root().join(".state/stack"));
     let pidfile = state.join("run/mosquitto.pid");
     let pid = std::fs::read_to_string(&pidfile)
         .with_context(|| format!("reading {}", pidfile.display()))?;
-    let pid = pid.trim();
-    let status = Command::new("kill").args(["-TERM", pid]).status()?;
+    pid.trim()
+        .parse()
+        .with_context(|| format!("{} holds no pid", pidfile.display()))
+}
+
+/// Restarts the local stack's Mosquitto: SIGTERM to the pid the stack script recorded,
+/// then `stack.sh up`, which starts what is not running and waits until it answers.
+pub fn restart_mosquitto() -> anyhow::Result<()> {
+    let pid = mosquitto_pid()?;
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
     anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
     // Wait for it to go, so `up` starts a new one rather than finding the old.
     for _ in 0..100 {

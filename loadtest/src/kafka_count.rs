@@ -1,6 +1,8 @@
 //! Counting what reached Kafka: every record of a topic, by `(pump_id, seq)`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use fleet_kafka::{DeadLetter, consumer_config, decode_reading};
@@ -79,6 +81,43 @@ pub async fn wait_for(
 ) -> Arrivals {
     let _ = tokio::time::timeout(timeout, rx.wait_for(|a| done(a))).await;
     rx.borrow().clone()
+}
+
+/// A bare consumer counting every record of a topic from the beginning, without
+/// decoding them, in the background: the raw consume ceiling. Stops when dropped.
+#[derive(Debug)]
+pub struct RecordCount {
+    count: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RecordCount {
+    /// Starts counting `topic`.
+    pub async fn start(brokers: &str, topic: &str) -> anyhow::Result<RecordCount> {
+        let consumer = read_all(brokers, topic).await?;
+        let count = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&count);
+        let task = tokio::spawn(async move {
+            let mut stream = consumer.stream();
+            while let Some(message) = stream.next().await {
+                if message.is_ok() {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        Ok(RecordCount { count, task })
+    }
+
+    /// Records read so far.
+    pub fn get(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for RecordCount {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Reads `topic` from the beginning until `expected` records arrived, or nothing new

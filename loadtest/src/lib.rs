@@ -4,6 +4,15 @@
 
 pub mod archive_ceiling;
 pub mod demo;
+pub mod drain;
 pub mod harness;
+pub mod hop;
+pub mod hop_detector;
+pub mod hop_notifier;
 pub mod kafka_count;
+pub mod kafka_load;
+pub mod mqtt_connections;
+pub mod pages;
 pub mod plot;
+pub mod procfs;
+pub mod tonic_ceiling;

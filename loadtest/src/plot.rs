@@ -1,10 +1,10 @@
 //! The benchmark's picture: each hop's figure as a fraction of its raw ceiling, one
-//! bar per hop, labelled with both figures.
+//! bar per hop from the top in the order given, labelled with both figures, and a
+//! line where a hop would equal its ceiling.
 
 use plotters::prelude::*;
 
-/// One hop: its name, our figure and the ceiling's (both per second).
-pub type Hop<'a> = (&'a str, f64, f64);
+use crate::hop::Hop;
 
 pub fn ratios(hops: &[Hop]) -> Result<String, String> {
     let failed = |e: &dyn std::fmt::Debug| format!("drawing the plot: {e:?}");
@@ -13,7 +13,8 @@ pub fn ratios(hops: &[Hop]) -> Result<String, String> {
         let height = 120 + 70 * u32::try_from(hops.len()).unwrap_or(10);
         let root = SVGBackend::with_string(&mut svg, (900, height)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| failed(&e))?;
-        let top = hops.iter().map(|h| h.1 / h.2).fold(1.0, f64::max) * 1.1;
+        // The longest bar takes 70 % of the width: its label fits beside it.
+        let top = hops.iter().map(Hop::ratio).fold(1.0, f64::max) / 0.7;
         let rows = hops.len() as f64;
         let mut chart = ChartBuilder::on(&root)
             .caption(
@@ -32,8 +33,12 @@ pub fn ratios(hops: &[Hop]) -> Result<String, String> {
             .y_labels(0)
             .draw()
             .map_err(|e| failed(&e))?;
-        for (i, (name, ours, ceiling)) in hops.iter().enumerate() {
-            let (ratio, y) = (ours / ceiling, i as f64);
+        chart
+            .draw_series(LineSeries::new([(1.0, 0.0), (1.0, rows)], BLACK.mix(0.5)))
+            .map_err(|e| failed(&e))?;
+        for (i, hop) in hops.iter().enumerate() {
+            let (ratio, y) = (hop.ratio(), rows - 1.0 - i as f64);
+            let (ours, ceiling) = (hop.rate, hop.ceiling);
             chart
                 .draw_series(std::iter::once(Rectangle::new(
                     [(0.0, y + 0.2), (ratio, y + 0.8)],
@@ -43,12 +48,12 @@ pub fn ratios(hops: &[Hop]) -> Result<String, String> {
             chart
                 .draw_series([
                     Text::new(
-                        format!("{ratio:.2} ({ours:.0} of {ceiling:.0} per s)"),
+                        format!("{ratio:.2} ({ours:.0} of {ceiling:.0} {} per s)", hop.unit),
                         (ratio + top * 0.01, y + 0.55),
                         ("sans-serif", 13).into_font(),
                     ),
                     Text::new(
-                        (*name).to_owned(),
+                        hop.name.to_owned(),
                         (top * 0.01, y + 0.95),
                         ("sans-serif", 13).into_font(),
                     ),
@@ -66,9 +71,13 @@ mod tests {
 
     #[test]
     fn every_hop_gets_a_bar_and_its_figures() {
-        let svg = ratios(&[("a / b", 50.0, 100.0), ("c / d", 30.0, 10.0)]).expect("drawn");
+        let svg = ratios(&[
+            Hop::new("a / b", "rows", 50.0, 100.0),
+            Hop::new("c / d", "pages", 30.0, 10.0),
+        ])
+        .expect("drawn");
         assert!(svg.contains("a / b") && svg.contains("c / d"));
-        assert!(svg.contains("0.50 (50 of 100 per s)"));
-        assert!(svg.contains("3.00 (30 of 10 per s)"));
+        assert!(svg.contains("0.50 (50 of 100 rows per s)"));
+        assert!(svg.contains("3.00 (30 of 10 pages per s)"));
     }
 }

@@ -1,14 +1,17 @@
 //! `fleet-loadtest`: each hop on this machine next to its raw ceiling measured in the
 //! same run: the telemetry path (gateways → Mosquitto → ingest → Kafka) against MQTT
-//! publish→subscribe through the same broker and Kafka produce to the same broker; the
-//! archive's write path against a raw `COPY` into the same database. Needs the local
-//! stack (`deploy/local/stack.sh up`).
+//! publish→subscribe through the same broker and Kafka produce to the same broker, with
+//! a fleet's worth of idle MQTT connections held open meanwhile; the archive's write
+//! path against a raw `COPY` into the same database, and the real archiver and the real
+//! detector working off a backlog against a bare Kafka consumer; the real notifier
+//! paging the real receiver against bare tonic. Needs the local stack
+//! (`deploy/local/stack.sh up`). End-to-end alarm latency is `fleet-latency`'s job.
 //!
-//! Prints the figures, writes them as JSON (`--out`) and draws the ratios (`--plot`).
-//! `--quick` is a small run (well under two minutes) for CI's smoke test: its figures
-//! are not comparable with a full run's.
+//! Prints the figures, writes them as JSON (`--out`, every hop alike in `hops`) and
+//! draws the ratios (`--plot`). `--quick` is a small run (well under two minutes) for
+//! CI's smoke test: its figures are not comparable with a full run's.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -17,11 +20,12 @@ use chrono::Utc;
 use clap::Parser;
 use fleet_core::Reading;
 use fleet_kafka::{FleetProducer, Topics, ensure_topic};
+use fleet_loadtest::archive_ceiling::{self, ArchiveRates};
 use fleet_loadtest::harness::{self, Service, StackEnv};
-use fleet_loadtest::kafka_count;
-use fleet_loadtest::{archive_ceiling, plot};
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
+use fleet_loadtest::hop::{Hop, per_second};
+use fleet_loadtest::hop_detector::{self, DetectorDrain};
+use fleet_loadtest::mqtt_connections::{self, ConnectionsReport};
+use fleet_loadtest::{hop_notifier, kafka_count, kafka_load, pages, plot, tonic_ceiling};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 
 #[derive(Debug, Parser)]
@@ -42,25 +46,94 @@ struct Cli {
     /// Messages for each raw ceiling.
     #[arg(long, default_value_t = 20_000)]
     raw_messages: usize,
+    /// Idle MQTT connections (one gateway each) held open while the telemetry path
+    /// is measured.
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// Connections being set up at once.
+    #[arg(long, default_value_t = 200)]
+    connect_concurrency: usize,
+    /// Keep-alive of the idle connections.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    keep_alive: Duration,
+    /// Readings the detector works off (spread over `--gateways` pumps).
+    #[arg(long, default_value_t = 100_000)]
+    detector_readings: usize,
+    /// Alarm events the notifier pages (one pump each).
+    #[arg(long, default_value_t = 2_000)]
+    alarms: usize,
+    /// Calls for the bare tonic ceiling.
+    #[arg(long, default_value_t = 40_000)]
+    tonic_calls: usize,
     /// Where to write the JSON result.
     #[arg(long, default_value = "loadtest/results/telemetry.json")]
     out: PathBuf,
     /// Where to draw each hop's ratio to its ceiling (SVG).
     #[arg(long, default_value = "loadtest/results/telemetry.svg")]
     plot: PathBuf,
-    /// A small run for a smoke test: 40 gateways × 30 readings, 3,000 raw messages
-    /// (overrides those three settings).
+    /// A small run for a smoke test: 40 gateways × 30 readings, 3,000 raw messages,
+    /// 500 connections, 4,000 detector readings, 300 alarms, 3,000 tonic calls (each
+    /// unless given explicitly).
     #[arg(long)]
     quick: bool,
 }
 
+impl Cli {
+    /// The command line, with `--quick`'s sizes for every size not given explicitly.
+    fn parse_with_quick() -> Cli {
+        use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
+        let matches = Cli::command().get_matches();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        if cli.quick {
+            let defaulted = |id: &str| matches.value_source(id) == Some(ValueSource::DefaultValue);
+            for (id, size, quick) in [
+                ("gateways", &mut cli.gateways, 40),
+                ("readings_per_gateway", &mut cli.readings_per_gateway, 30),
+                ("raw_messages", &mut cli.raw_messages, 3000),
+                ("connections", &mut cli.connections, 500),
+                ("detector_readings", &mut cli.detector_readings, 4000),
+                ("alarms", &mut cli.alarms, 300),
+                ("tonic_calls", &mut cli.tonic_calls, 3000),
+            ] {
+                if defaulted(id) {
+                    *size = quick;
+                }
+            }
+        }
+        cli
+    }
+}
+
+/// The raw ceilings of the telemetry path: the same brokers doing the same kind of
+/// work with nothing of ours in the way. (The consume ceiling is measured with the
+/// detector, on its larger backlog; the paging ceiling with the notifier.)
+#[derive(Debug, Clone, Copy)]
+struct Ceilings {
+    mqtt: f64,
+    kafka_produce: f64,
+}
+
+/// The telemetry path's figures, measured beside the idle connections.
+#[derive(Debug, Clone)]
+struct Telemetry {
+    readings_per_s: f64,
+    duplicates: u64,
+    connections: ConnectionsReport,
+}
+
+/// Paging: the real notifier to the real receiver, and bare tonic.
+#[derive(Debug, Clone, Copy)]
+struct Paging {
+    pages_per_s: f64,
+    bare_tonic_calls_per_s: f64,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut cli = Cli::parse();
-    if cli.quick {
-        (cli.gateways, cli.readings_per_gateway, cli.raw_messages) = (40, 30, 3000);
-    }
+    let cli = Cli::parse_with_quick();
     let env = StackEnv::from_env()?;
+    // Before anything is measured: a run that cannot hold its connections fails now.
+    mqtt_connections::preflight(cli.connections)?;
     let run = format!("bench-{}", Utc::now().timestamp());
     let dir = harness::kept_dir("fleet-loadtest-")?;
 
@@ -73,81 +146,261 @@ async fn main() -> anyhow::Result<()> {
         sample_bytes
     );
 
-    let mqtt_ceiling = raw_mqtt(&env.mqtt_url, &run, cli.raw_messages, sample_bytes).await?;
-    eprintln!("raw mqtt publish→subscribe: {mqtt_ceiling:.0} msg/s");
-    let (kafka_ceiling, consume_ceiling) =
-        raw_kafka(&env.kafka_brokers, &run, &readings, cli.raw_messages).await?;
-    eprintln!("raw kafka produce: {kafka_ceiling:.0} msg/s; consume: {consume_ceiling:.0} msg/s");
-    let (pipeline, duplicates) = pipeline(&env, &run, &dir, &readings, cli.ingest_replicas).await?;
-    eprintln!("pipeline: {pipeline:.0} readings/s");
+    let ceilings = ceilings(&env, &run, &readings, cli.raw_messages, sample_bytes).await?;
+    let telemetry = telemetry_beside_connections(&cli, &env, &run, &dir, &readings).await?;
+    let (archive, drained) = archive(&env, &run, &dir, &readings).await?;
+    let detector = detector(&cli, &env, &run, &dir).await?;
+    let paging = paging(&cli, &env, &run, &dir).await?;
 
+    let hops = hops(&ceilings, &telemetry, &archive, drained, &detector, &paging);
+    write_creating_dir(&cli.plot, plot::ratios(&hops).map_err(anyhow::Error::msg)?)?;
+    let report = Report {
+        cli: &cli,
+        readings: readings.len(),
+        reading_bytes: sample_bytes,
+        ceilings,
+        telemetry,
+        archive,
+        drained,
+        detector,
+        hops,
+    };
+    let text = serde_json::to_string_pretty(&report.json())? + "\n";
+    write_creating_dir(&cli.out, &text)?;
+    print!("{text}");
+    Ok(())
+}
+
+fn write_creating_dir(path: &Path, contents: impl AsRef<[u8]>) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
+}
+
+/// MQTT publish→subscribe and Kafka produce, each on its own.
+async fn ceilings(
+    env: &StackEnv,
+    run: &str,
+    readings: &[Reading],
+    messages: usize,
+    bytes: usize,
+) -> anyhow::Result<Ceilings> {
+    let mqtt = raw_mqtt(&env.mqtt_url, run, messages, bytes).await?;
+    eprintln!("raw mqtt publish→subscribe: {mqtt:.0} msg/s");
+    let kafka_produce = raw_kafka_produce(&env.kafka_brokers, run, readings, messages).await?;
+    eprintln!("raw kafka produce: {kafka_produce:.0} msg/s");
+    Ok(Ceilings {
+        mqtt,
+        kafka_produce,
+    })
+}
+
+/// The telemetry path measured while `--connections` idle gateways hold connections
+/// to the same broker; they are closed afterwards and what they cost is reported.
+async fn telemetry_beside_connections(
+    cli: &Cli,
+    env: &StackEnv,
+    run: &str,
+    dir: &Path,
+    readings: &[Reading],
+) -> anyhow::Result<Telemetry> {
+    let plan = mqtt_connections::Plan {
+        count: cli.connections,
+        concurrency: cli.connect_concurrency,
+        keep_alive: cli.keep_alive,
+    };
+    let held = mqtt_connections::open(&env.mqtt_url, run, &plan).await?;
+    let opened = held.opened();
+    eprintln!(
+        "mqtt connections: {} of {} up in {:.1} s, {} failed; this process {} → {} KiB",
+        opened.established,
+        opened.requested,
+        opened.establish_s,
+        opened.failed,
+        opened.rss_kib_before,
+        opened.rss_kib_after
+    );
+    let (readings_per_s, duplicates) =
+        pipeline(env, run, dir, readings, cli.ingest_replicas).await?;
+    eprintln!(
+        "pipeline: {readings_per_s:.0} readings/s beside {} open connections",
+        held.still_open()
+    );
+    Ok(Telemetry {
+        readings_per_s,
+        duplicates,
+        connections: held.close().await,
+    })
+}
+
+/// The archive's write path against COPY, then the real archiver draining what the
+/// telemetry path put in Kafka (rows/s).
+async fn archive(
+    env: &StackEnv,
+    run: &str,
+    dir: &Path,
+    readings: &[Reading],
+) -> anyhow::Result<(ArchiveRates, f64)> {
     let database_url = fleet_store::testing::fresh_database(&env.database_url, "loadtest").await?;
     let pool = fleet_store::connect(&database_url).await?;
-    let archive = archive_ceiling::measure(&pool, &readings).await?;
+    let archive = archive_ceiling::measure(&pool, readings).await?;
+    pool.close().await;
     eprintln!(
         "archive write path: {:.0} rows/s; raw COPY: {:.0} rows/s",
         archive.write_path_rows_per_s, archive.raw_copy_rows_per_s
     );
-    // The real archiver drains what the telemetry path put in Kafka.
-    let unique = harness::unique_keys(&readings).len();
+    let unique = harness::unique_keys(readings).len();
     let drained =
-        archive_ceiling::archiver_drain(&env, &database_url, &format!("{run}-path"), unique, &dir)
+        archive_ceiling::archiver_drain(env, &database_url, &format!("{run}-path"), unique, dir)
             .await?;
     eprintln!("archiver from Kafka: {drained:.0} rows/s");
+    Ok((archive, drained))
+}
 
-    let slower = mqtt_ceiling.min(kafka_ceiling);
-    let hops = [
-        ("telemetry path / MQTT pub→sub", pipeline, mqtt_ceiling),
-        ("telemetry path / Kafka produce", pipeline, kafka_ceiling),
-        (
+/// The real detector working off its own backlog, and a bare consumer reading it.
+async fn detector(
+    cli: &Cli,
+    env: &StackEnv,
+    run: &str,
+    dir: &Path,
+) -> anyhow::Result<DetectorDrain> {
+    let workload = hop_detector::Workload::new(cli.gateways, cli.detector_readings);
+    let drained = hop_detector::measure(env, run, &workload, dir).await?;
+    eprintln!(
+        "detector from Kafka: {:.0} readings/s ({} LOW_RESERVOIR raised); bare consumer: {:.0} records/s",
+        drained.readings_per_s, drained.low_reservoir_alarms, drained.consume_ceiling_per_s
+    );
+    Ok(drained)
+}
+
+/// Bare tonic with the same pages, then the real notifier paging the real receiver.
+async fn paging(cli: &Cli, env: &StackEnv, run: &str, dir: &Path) -> anyhow::Result<Paging> {
+    let alarms = pages::alarms(cli.alarms, Utc::now());
+    let signed: Vec<_> = alarms
+        .iter()
+        .map(|a| pages::signed(a, hop_notifier::SECRET.as_bytes()))
+        .collect();
+    let bare_tonic_calls_per_s = tonic_ceiling::measure(cli.tonic_calls, &signed).await?;
+    eprintln!("bare tonic: {bare_tonic_calls_per_s:.0} calls/s");
+    let pages_per_s = hop_notifier::measure(env, run, &alarms, dir).await?;
+    eprintln!("notifier → receiver: {pages_per_s:.0} pages/s");
+    Ok(Paging {
+        pages_per_s,
+        bare_tonic_calls_per_s,
+    })
+}
+
+/// Every hop against its ceiling, in the order of the pipeline.
+fn hops(
+    ceilings: &Ceilings,
+    telemetry: &Telemetry,
+    archive: &ArchiveRates,
+    drained: f64,
+    detector: &DetectorDrain,
+    paging: &Paging,
+) -> Vec<Hop> {
+    let path = telemetry.readings_per_s;
+    vec![
+        Hop::new(
+            "telemetry path / MQTT pub→sub",
+            "readings",
+            path,
+            ceilings.mqtt,
+        ),
+        Hop::new(
+            "telemetry path / Kafka produce",
+            "readings",
+            path,
+            ceilings.kafka_produce,
+        ),
+        Hop::new(
+            "detector from Kafka / Kafka consume",
+            "readings",
+            detector.readings_per_s,
+            detector.consume_ceiling_per_s,
+        ),
+        Hop::new(
+            "notifier → receiver / bare tonic",
+            "pages",
+            paging.pages_per_s,
+            paging.bare_tonic_calls_per_s,
+        ),
+        Hop::new(
             "archive write path / COPY",
+            "rows",
             archive.write_path_rows_per_s,
             archive.raw_copy_rows_per_s,
         ),
-        (
+        Hop::new(
             "archiver from Kafka / Kafka consume",
+            "rows",
             drained,
-            consume_ceiling,
+            detector.consume_ceiling_per_s,
         ),
-        (
+        Hop::new(
             "archiver from Kafka / COPY",
+            "rows",
             drained,
             archive.raw_copy_rows_per_s,
         ),
-    ];
-    if let Some(parent) = cli.plot.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&cli.plot, plot::ratios(&hops).map_err(anyhow::Error::msg)?)?;
-    let result = serde_json::json!({
-        "measured_at": Utc::now().to_rfc3339(),
-        "gateways": cli.gateways,
-        "readings": readings.len(),
-        "reading_bytes": sample_bytes,
-        "ingest_replicas": cli.ingest_replicas,
-        "pipeline_readings_per_s": pipeline.round(),
-        "duplicates_in_kafka": duplicates,
-        "raw_mqtt_msgs_per_s": mqtt_ceiling.round(),
-        "raw_kafka_produce_msgs_per_s": kafka_ceiling.round(),
-        "ratio_to_slower_raw": (pipeline / slower * 100.0).round() / 100.0,
-        "raw_copy_rows_per_s": archive.raw_copy_rows_per_s.round(),
-        "archive_write_path_rows_per_s": archive.write_path_rows_per_s.round(),
-        "archive_ratio_to_copy": (archive.ratio() * 100.0).round() / 100.0,
-        "raw_kafka_consume_msgs_per_s": consume_ceiling.round(),
-        "archiver_from_kafka_rows_per_s": drained.round(),
-        "archiver_ratio_to_consume": (drained / consume_ceiling * 100.0).round() / 100.0,
-        "quick": cli.quick,
-        "command": if cli.quick { "fleet-loadtest --quick" } else { "cargo run --release -p fleet-loadtest" },
-    });
-    if let Some(parent) = cli.out.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&cli.out, serde_json::to_string_pretty(&result)? + "\n")?;
-    println!("{}", serde_json::to_string_pretty(&result)?);
-    Ok(())
+    ]
 }
 
-/// `gateways` simulated pumps, `per_gateway` readings each, all healthy and recent.
+/// Everything the run measured, for the JSON.
+struct Report<'a> {
+    cli: &'a Cli,
+    readings: usize,
+    reading_bytes: usize,
+    ceilings: Ceilings,
+    telemetry: Telemetry,
+    archive: ArchiveRates,
+    drained: f64,
+    detector: DetectorDrain,
+    hops: Vec<Hop>,
+}
+
+impl Report<'_> {
+    fn json(&self) -> serde_json::Value {
+        let ratio = |ours: f64, ceiling: f64| (ours / ceiling * 100.0).round() / 100.0;
+        let (ceilings, path, archive) =
+            (&self.ceilings, self.telemetry.readings_per_s, &self.archive);
+        let consume = self.detector.consume_ceiling_per_s;
+        serde_json::json!({
+            "measured_at": Utc::now().to_rfc3339(),
+            "gateways": self.cli.gateways,
+            "readings": self.readings,
+            "reading_bytes": self.reading_bytes,
+            "ingest_replicas": self.cli.ingest_replicas,
+            "pipeline_readings_per_s": path.round(),
+            "duplicates_in_kafka": self.telemetry.duplicates,
+            "raw_mqtt_msgs_per_s": ceilings.mqtt.round(),
+            "raw_kafka_produce_msgs_per_s": ceilings.kafka_produce.round(),
+            "ratio_to_slower_raw": ratio(path, ceilings.mqtt.min(ceilings.kafka_produce)),
+            "mqtt_connections": self.telemetry.connections.json(),
+            "raw_copy_rows_per_s": archive.raw_copy_rows_per_s.round(),
+            "archive_write_path_rows_per_s": archive.write_path_rows_per_s.round(),
+            "archive_ratio_to_copy": ratio(archive.write_path_rows_per_s, archive.raw_copy_rows_per_s),
+            "raw_kafka_consume_msgs_per_s": consume.round(),
+            "archiver_from_kafka_rows_per_s": self.drained.round(),
+            "archiver_ratio_to_consume": ratio(self.drained, consume),
+            // What each of the hops below worked through (their rates are in `hops`).
+            "detector": {
+                "readings": self.detector.readings,
+                "low_reservoir_alarms": self.detector.low_reservoir_alarms,
+            },
+            "paging": {
+                "pages": self.cli.alarms,
+                "bare_tonic_calls": self.cli.tonic_calls,
+                "bare_tonic_in_flight": tonic_ceiling::IN_FLIGHT,
+            },
+            "hops": self.hops.iter().map(Hop::json).collect::<Vec<_>>(),
+            "quick": self.cli.quick,
+            "command": if self.cli.quick { "fleet-loadtest --quick" } else { "cargo run --release -p fleet-loadtest --bin fleet-loadtest" },
+        })
+    }
+}
+
 /// One publisher, one subscriber, QoS 1, through the same broker: messages/s received.
 async fn raw_mqtt(url: &str, run: &str, messages: usize, bytes: usize) -> anyhow::Result<f64> {
     let topic = format!("bench/{run}/raw");
@@ -189,53 +442,19 @@ async fn raw_mqtt(url: &str, run: &str, messages: usize, bytes: usize) -> anyhow
     Ok(rate)
 }
 
-/// Idempotent produce of readings with many in flight (messages/s acknowledged), then
-/// one consumer reading them all back from the beginning (messages/s received).
-async fn raw_kafka(
+/// Idempotent produce of readings, many in flight: messages/s acknowledged.
+async fn raw_kafka_produce(
     brokers: &str,
     run: &str,
     readings: &[Reading],
     messages: usize,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<f64> {
     let topics = Topics::with_suffix(&format!("{run}-raw"));
-    ensure_topic(brokers, &topics.readings, 6).await?;
-    let producer = FleetProducer::new(brokers, topics.clone())?;
+    ensure_topic(brokers, &topics.readings, kafka_count::DEFAULT_PARTITIONS).await?;
+    let producer = FleetProducer::new(brokers, topics)?;
     let started = Instant::now();
-    let mut in_flight = FuturesUnordered::new();
-    for reading in readings.iter().cycle().take(messages) {
-        in_flight.push(producer.send_reading(reading));
-        if in_flight.len() >= 2000 {
-            in_flight.next().await.context("stream")??;
-        }
-    }
-    while let Some(done) = in_flight.next().await {
-        done?;
-    }
-    let produce = messages as f64 / started.elapsed().as_secs_f64();
-    // Timed from the first record read, so connecting and fetching metadata do not
-    // count against the broker; from the start if the first look already found most.
-    let subscribed = Instant::now();
-    let mut arrivals = kafka_count::watch_readings(brokers, &topics.readings).await?;
-    let first = kafka_count::wait_for(&mut arrivals, Duration::from_secs(60), |a| a.records > 0)
-        .await
-        .records;
-    let started = Instant::now();
-    let seen = kafka_count::wait_for(&mut arrivals, Duration::from_secs(120), |a| {
-        a.records >= messages as u64
-    })
-    .await;
-    anyhow::ensure!(
-        seen.records >= messages as u64,
-        "raw kafka consume: {} of {messages} messages read back",
-        seen.records
-    );
-    let consumed = seen.records - first;
-    let consume = if consumed >= messages as u64 / 2 {
-        consumed as f64 / started.elapsed().as_secs_f64().max(1e-6)
-    } else {
-        seen.records as f64 / subscribed.elapsed().as_secs_f64().max(1e-6)
-    };
-    Ok((produce, consume))
+    kafka_load::readings(&producer, readings.iter().cycle().take(messages)).await?;
+    Ok(per_second(messages, started.elapsed()))
 }
 
 /// The real path: the gateway process replays every reading through its outboxes, the
@@ -244,7 +463,7 @@ async fn raw_kafka(
 async fn pipeline(
     env: &StackEnv,
     run: &str,
-    dir: &std::path::Path,
+    dir: &Path,
     readings: &[Reading],
     replicas: usize,
 ) -> anyhow::Result<(f64, u64)> {
@@ -273,6 +492,8 @@ async fn pipeline(
         harness::wait_ready(port, Duration::from_secs(60)).await?;
     }
     let replay = harness::write_replay(dir, readings)?;
+    // Built now, so the clock below does not time cargo.
+    harness::binary("fleet-gateway")?;
     let started = Instant::now();
     let mut gateways =
         harness::replay_through_gateways(env, dir, &replay, harness::Pace::FullSpeed)?;
