@@ -7,7 +7,7 @@ use serde_json::error::Category;
 use crate::reading::Reading;
 use crate::validation::{InvalidReading, Problem, Violation};
 
-pub use crate::serde_forms::format_timestamp;
+pub use crate::serde_forms::{format_timestamp, parse_timestamp};
 
 /// Decodes one JSON reading and validates it.
 pub fn parse_reading(text: &str) -> Result<Reading, InvalidReading> {

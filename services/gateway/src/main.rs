@@ -57,15 +57,15 @@ struct Cli {
     #[arg(long, default_value = "60d", value_parser = humantime::parse_duration)]
     history: Duration,
     /// The simulated fleet's start (RFC 3339), instead of --history before now.
-    #[arg(long, requires = "end", value_parser = parse_time)]
+    #[arg(long, requires = "end", value_parser = fleet_core::json::parse_timestamp)]
     start: Option<DateTime<Utc>>,
     /// The end of the simulated fleet's injected faults (RFC 3339; readings carry on
     /// past it, live), with --start.
-    #[arg(long, requires = "start", value_parser = parse_time)]
+    #[arg(long, requires = "start", value_parser = fleet_core::json::parse_timestamp)]
     end: Option<DateTime<Utc>>,
     /// The wall-clock moment simulated time was at its start (RFC 3339; default: when
     /// this process starts). A harness that sets it knows the simulated clock exactly.
-    #[arg(long, value_parser = parse_time)]
+    #[arg(long, value_parser = fleet_core::json::parse_timestamp)]
     clock_origin: Option<DateTime<Utc>>,
     /// Seed of the simulated fleet.
     #[arg(long, default_value_t = 1)]
@@ -97,12 +97,6 @@ struct Cli {
         default_value = "127.0.0.1:9182"
     )]
     metrics_addr: SocketAddr,
-}
-
-fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.to_utc())
-        .map_err(|e| format!("{s:?} is not an RFC 3339 time ({e})"))
 }
 
 impl Cli {
