@@ -15,6 +15,7 @@ pub mod writer;
 use std::sync::Arc;
 
 use anyhow::Context;
+use fleet_kafka::lag::{LagContext, LagGauge, with_lag_statistics};
 use fleet_kafka::{batch, group_member_config};
 use fleet_runtime::serve::{Readiness, serve_metrics};
 use rdkafka::TopicPartitionList;
@@ -52,11 +53,14 @@ pub async fn run(config: ArchiverConfig, shutdown: CancellationToken) -> anyhow:
     let pool = fleet_store::connect_with_retry(&config.endpoints.database_url, 20)
         .await
         .context("opening the archive database")?;
-    let consumer: StreamConsumer =
-        group_member_config(brokers, &config.group, config.session_timeout)
-            // Bounds what is fetched ahead of the batch being written (per partition).
-            .set("queued.max.messages.kbytes", "16384")
-            .create()?;
+    let consumer: StreamConsumer<LagContext> = with_lag_statistics(&mut group_member_config(
+        brokers,
+        &config.group,
+        config.session_timeout,
+    ))
+    // Bounds what is fetched ahead of the batch being written (per partition).
+    .set("queued.max.messages.kbytes", "16384")
+    .create_with_context(LagContext(LagGauge(metrics.consumer_lag_records.clone())))?;
     consumer
         .subscribe(&[&topics.readings, &topics.alarms])
         .with_context(|| format!("subscribing to {} and {}", topics.readings, topics.alarms))?;

@@ -6,6 +6,8 @@ use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
 #[derive(Debug, Clone)]
 pub struct ArchiverMetrics {
     pub registry: Registry,
+    /// Set by the consumer's statistics callback (`fleet_kafka::lag`).
+    pub consumer_lag_records: IntGauge,
     /// Records written for the first time, by kind (`reading`, `alarm`).
     pub archived_total: IntCounterVec,
     /// Records already in the archive (a re-read batch, a re-sent reading).
@@ -60,6 +62,11 @@ impl ArchiverMetrics {
                 &r,
                 "fleet_archiver_timescaledb",
                 "1 if the archive's readings are a TimescaleDB hypertable, 0 if partitioned PostgreSQL",
+            ),
+            consumer_lag_records: gauge(
+                &r,
+                "fleet_archiver_consumer_lag_records",
+                "Records of readings and alarm events not yet committed by this replica's partitions (the broker's high watermark minus the group's committed offset)",
             ),
             registry: r,
         }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 /// Waits for one message, then gathers more: those already fetched at once, and for up
 /// to `linger` those still arriving, until `max`. None when `shutdown` fires first.
 /// Memory stays bounded by `max` plus the consumer's own fetch queue.
-pub async fn next_batch<'c>(
-    consumer: &'c StreamConsumer,
+pub async fn next_batch<'c, C: ConsumerContext + 'static>(
+    consumer: &'c StreamConsumer<C>,
     max: usize,
     linger: Duration,
     shutdown: &CancellationToken,
@@ -71,7 +71,10 @@ pub fn offsets_after(batch: &[BorrowedMessage<'_>]) -> TopicPartitionList {
 /// Commits `offsets` ([`offsets_after`] a batch). Call it only once the batch is
 /// durable. A failed commit is logged: the batch is read again after a restart or
 /// rebalance, harmlessly.
-pub fn commit(consumer: &StreamConsumer, offsets: &TopicPartitionList) {
+pub fn commit<C: ConsumerContext + 'static>(
+    consumer: &StreamConsumer<C>,
+    offsets: &TopicPartitionList,
+) {
     if let Err(e) = consumer.commit(offsets, CommitMode::Async) {
         tracing::warn!(error = %e, "committing offsets (the batch is re-read, harmlessly)");
     }

@@ -3,6 +3,7 @@
 //! partition, in order, for the detector's per-pump state.
 
 pub mod batch;
+pub mod lag;
 
 use std::time::Duration;
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use fleet_core::AlarmEvent;
 use fleet_kafka::batch;
+use fleet_kafka::lag::LagContext;
 use fleet_runtime::backoff::Backoff;
 use fleet_store::registry::RegistryWatch;
 use rdkafka::consumer::StreamConsumer;
@@ -19,7 +20,7 @@ use crate::log;
 use crate::metrics::NotifierMetrics;
 
 pub struct Intake {
-    pub consumer: StreamConsumer,
+    pub consumer: StreamConsumer<LagContext>,
     pub pool: PgPool,
     pub registry: RegistryWatch,
     pub metrics: NotifierMetrics,

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use fleet_kafka::group_member_config;
+use fleet_kafka::lag::{LagContext, LagGauge, with_lag_statistics};
 use fleet_runtime::serve::{Readiness, serve_metrics};
 use fleet_store::registry::WatchMetrics;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -66,8 +67,12 @@ pub async fn run(config: NotifierConfig, shutdown: CancellationToken) -> anyhow:
     )
     .await
     .context("loading the registry")?;
-    let consumer: StreamConsumer =
-        group_member_config(brokers, &config.group, config.session_timeout).create()?;
+    let consumer: StreamConsumer<LagContext> = with_lag_statistics(&mut group_member_config(
+        brokers,
+        &config.group,
+        config.session_timeout,
+    ))
+    .create_with_context(LagContext(LagGauge(metrics.consumer_lag_records.clone())))?;
     consumer
         .subscribe(&[&topics.alarms])
         .with_context(|| format!("subscribing to {}", topics.alarms))?;

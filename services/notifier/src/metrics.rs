@@ -7,6 +7,8 @@ use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry};
 #[derive(Debug, Clone)]
 pub struct NotifierMetrics {
     pub registry: Registry,
+    /// Set by the consumer's statistics callback (`fleet_kafka::lag`).
+    pub consumer_lag_records: IntGauge,
     pub events_total: IntCounter,
     pub unroutable_total: IntCounter,
     pub pages_delivered_total: IntCounterVec,
@@ -85,6 +87,11 @@ impl NotifierMetrics {
                 &r,
                 "fleet_notifier_registry_refresh_failures_total",
                 "Registry refreshes that failed (the registry in hand stays in use)",
+            ),
+            consumer_lag_records: gauge(
+                &r,
+                "fleet_notifier_consumer_lag_records",
+                "Records of alarm events not yet committed by this replica's partitions (the broker's high watermark minus the group's committed offset)",
             ),
             registry: r,
         }

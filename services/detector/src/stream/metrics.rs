@@ -6,6 +6,8 @@ use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
 #[derive(Debug, Clone)]
 pub struct DetectorMetrics {
     pub registry: Registry,
+    /// Set by the consumer's statistics callback (`fleet_kafka::lag`).
+    pub consumer_lag_records: IntGauge,
     pub readings_total: IntCounter,
     pub records_skipped_total: IntCounter,
     pub undecodable_total: IntCounter,
@@ -102,6 +104,11 @@ impl DetectorMetrics {
                 &r,
                 "fleet_detector_clock_lag_seconds",
                 "Wall clock minus the slowest owned partition's event-time clock",
+            ),
+            consumer_lag_records: gauge(
+                &r,
+                "fleet_detector_consumer_lag_records",
+                "Records of readings not yet committed by this replica's partitions (the broker's high watermark minus the group's committed offset)",
             ),
             registry: r,
         }

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use fleet_core::detect::DetectorConfig;
 use fleet_core::{AlarmEvent, json};
+use fleet_kafka::lag::{LagGauge, with_lag_statistics};
 use fleet_kafka::{DeadLetter, FleetProducer, Topics, group_member_config};
 use fleet_runtime::backoff::Backoff;
 use fleet_runtime::serve::{Readiness, serve_metrics};
@@ -74,9 +75,14 @@ pub async fn run(config: StreamConfig, shutdown: CancellationToken) -> anyhow::R
     let detector_config = crate::load_config(config.detector_config.as_deref())?;
     let store = CheckpointStore::new(pool, &config.group, &topics.readings);
     let producer = FleetProducer::new(brokers, topics.clone())?;
-    let consumer: StreamConsumer<RebalanceLog> =
-        group_member_config(brokers, &config.group, config.session_timeout)
-            .create_with_context(RebalanceLog::default())?;
+    let consumer: StreamConsumer<RebalanceLog> = with_lag_statistics(&mut group_member_config(
+        brokers,
+        &config.group,
+        config.session_timeout,
+    ))
+    .create_with_context(RebalanceLog::new(LagGauge(
+        metrics.consumer_lag_records.clone(),
+    )))?;
     consumer
         .subscribe(&[&topics.readings])
         .with_context(|| format!("subscribing to {}", topics.readings))?;

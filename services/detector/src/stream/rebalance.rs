@@ -4,8 +4,10 @@
 
 use std::sync::Mutex;
 
+use fleet_kafka::lag::LagGauge;
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::statistics::Statistics;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -13,12 +15,21 @@ pub enum Change {
     Revoked(Vec<i32>),
 }
 
-#[derive(Debug, Default)]
+/// Also the consumer's statistics reader: its lag goes to the detector's gauge.
+#[derive(Debug)]
 pub struct RebalanceLog {
     changes: Mutex<Vec<Change>>,
+    lag: LagGauge,
 }
 
 impl RebalanceLog {
+    pub fn new(lag: LagGauge) -> Self {
+        RebalanceLog {
+            changes: Mutex::new(Vec::new()),
+            lag,
+        }
+    }
+
     /// The changes since the last call, oldest first.
     pub fn take(&self) -> Vec<Change> {
         match self.changes.lock() {
@@ -35,7 +46,11 @@ impl RebalanceLog {
     }
 }
 
-impl ClientContext for RebalanceLog {}
+impl ClientContext for RebalanceLog {
+    fn stats(&self, statistics: Statistics) {
+        self.lag.record(&statistics);
+    }
+}
 
 impl ConsumerContext for RebalanceLog {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
