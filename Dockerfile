@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
 #
 # One image with every fleet binary: fleet-ingest, fleet-detector, fleet-notifier,
-# fleet-archiver, fleet-api, fleetctl (operators' CLI, the registry import Job) and
-# fleet-gateway (for lab and canary gateways; home gateways are not run from here).
+# fleet-archiver, fleet-api, fleet-canary (the pipeline's dead man's switch), fleetctl
+# (operators' CLI, the registry import Job) and fleet-gateway (for lab and soak
+# gateways; home gateways are not run from here).
 # The Helm chart (helm/fleet) picks the binary per service with the container command;
 # the image itself starts nothing useful by default.
 #
@@ -43,9 +44,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \
         -p fleet-ingest -p fleet-detector -p fleet-notifier -p fleet-archiver \
-        -p fleet-api -p fleetctl -p fleet-gateway \
+        -p fleet-api -p fleet-canary -p fleetctl -p fleet-gateway \
  && mkdir -p /out \
- && for bin in fleet-ingest fleet-detector fleet-notifier fleet-archiver fleet-api fleetctl fleet-gateway; do \
+ && for bin in fleet-ingest fleet-detector fleet-notifier fleet-archiver fleet-api fleet-canary fleetctl fleet-gateway; do \
         objcopy --strip-debug "target/release/$bin" "/out/$bin"; \
     done
 

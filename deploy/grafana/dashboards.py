@@ -9,9 +9,12 @@ provisioning can read it). scripts/check-deploy.sh runs --check, then checks eve
 panel has a description, the uids are fixed and unique, and every query names only
 metrics the services export.
 
-Three dashboards: the pipeline overview, alarms and paging, and the gateway fleet. Each
-panel says in its description what it shows, what normal looks like, and where to look
-next. No query groups by pump: no metric has a per-pump label.
+Three dashboards: the pipeline overview, alarms and paging (with the canary), and the
+gateway fleet. Each panel says in its description what it shows, what normal looks
+like, and where to look next. No query groups by pump or gateway: no metric has such a
+label. Consumer lag is summed over a group's replicas (each exports its own share); the
+gateway figures ingest exports are the whole fleet's on every replica, so they are
+taken with max(), never sum().
 
 Standard library only.
 """
@@ -38,7 +41,7 @@ DATASOURCE_VARIABLE = {
     "regex": "",
     "options": [],
 }
-SERVICES = 'job=~"fleet-(ingest|detector|notifier|archiver)"'
+SERVICES = 'job=~"fleet-(ingest|detector|notifier|archiver|api|canary)"'
 
 
 def q(expr: str, legend: str = "") -> dict:
@@ -193,8 +196,8 @@ PIPELINE = dashboard(
         row("Health", "Is every service up, and is the pipeline keeping up?"),
         stat(
             "Targets up",
-            "Services Prometheus can scrape (ingest, detector, notifier, archiver; fleet-api has "
-            "no /metrics). A 0 is FleetTargetDown.",
+            "Service pods Prometheus can scrape (ingest, detector, notifier, archiver, api, "
+            "canary). Fewer than deployed: see FleetTargetDown.",
             q(f"sum(up{{{SERVICES}}})"),
         ),
         stat(
@@ -256,16 +259,27 @@ PIPELINE = dashboard(
             q(f"sum(rate(fleet_ingest_puback_waits_total[{RATE}]))", "PUBACK waits"),
             unit="ops",
         ),
-        row("Kafka consumers", "How far the consumers are behind the log."),
+        row("Kafka consumers", "How far the consumers are behind the log, as their own Kafka clients report it."),
         timeseries(
             "Consumer lag by group",
-            "Records each fleet consumer group has yet to read, per topic, from kafka_exporter "
-            "(Strimzi's Kafka Exporter). Empty if no exporter runs. The detector and notifier "
-            "groups are the alarm path.",
-            q(
-                'sum by (consumergroup, topic) (kafka_consumergroup_lag{consumergroup=~"fleet-.*"})',
-                "{{consumergroup}} on {{topic}}",
-            ),
+            "Records each consumer group has not yet committed (the broker's high watermark "
+            "minus the group's committed offset), summed over the group's replicas, as each "
+            "replica's Kafka client reports every 5 seconds. The detector and notifier are the "
+            "alarm path (FleetAlarmPathConsumerLag at 5,000), the archiver the archive "
+            "(FleetArchiveConsumerLag at 100,000). The detector commits at each checkpoint (1 s), "
+            "so a few seconds of readings is normal. A group with no replica running shows "
+            "nothing: see Targets up.",
+            q("sum(fleet_detector_consumer_lag_records)", "detector"),
+            q("sum(fleet_notifier_consumer_lag_records)", "notifier"),
+            q("sum(fleet_archiver_consumer_lag_records)", "archiver"),
+        ),
+        timeseries(
+            "Consumer lag per replica",
+            "Each replica's share of its group's lag: the partitions it owns. One replica far "
+            "above the others owns a hot or stuck partition; a replica that owns none reports 0.",
+            q("max by (instance) (fleet_detector_consumer_lag_records)", "detector {{instance}}"),
+            q("max by (instance) (fleet_notifier_consumer_lag_records)", "notifier {{instance}}"),
+            q("max by (instance) (fleet_archiver_consumer_lag_records)", "archiver {{instance}}"),
         ),
         timeseries(
             "Detector clock lag per replica",
@@ -388,7 +402,8 @@ ALARMS = dashboard(
     "fleet-alarms-paging",
     "Fleet / Alarms and paging",
     "Alarms the detector raises and the pages the notifier delivers to clinics: per kind, "
-    "per clinic, failures, escalations and operator alarms. Alert runbooks: docs/operations.md.",
+    "per clinic, failures, escalations and operator alarms, and the canary that pages itself "
+    "through the whole pipeline. Alert runbooks: docs/operations.md.",
     [
         row("Now", "The last day at a glance."),
         stat(
@@ -412,19 +427,91 @@ ALARMS = dashboard(
         ),
         stat(
             "Canary: since last success",
-            "Time since the synthetic pump's reading last went all the way to the canary "
-            "clinic's receiver (FleetCanaryMissing at 15 minutes). Planned: empty until the "
-            "canary is deployed (docs/operations.md, The canary).",
+            "Time since the synthetic pump's reading last went all the way to the canary's "
+            "receiver as a page. About one interval (60 s) when healthy; the canary's operator "
+            "alarm fires at its deadline (5 minutes, FleetCanaryOperatorAlarm), FleetCanaryMissing "
+            "at 15 minutes. Empty where no canary runs.",
             q("time() - max(fleet_canary_last_success_timestamp_seconds)"),
             unit="s",
-            red_above=900,
+            red_above=300,
+        ),
+        row(
+            "Canary",
+            "fleet-canary: a synthetic pump whose reading must come back as a page every round "
+            "(docs/operations.md, The canary).",
+        ),
+        stat(
+            "Canary operator alarm",
+            "1 while a canary round's page is overdue past the deadline: the pipeline is not "
+            "paging clinics (FleetCanaryOperatorAlarm). The stage the canary suspects is in the "
+            "panel 'Operator alarms by suspected stage' and in its log.",
+            q("max(fleet_canary_operator_alarm_active)"),
+            red_above=1,
+            mappings=value_map((0, "OK", "green"), (1, "ALARM", "red")),
+        ),
+        stat(
+            "Canary round trip (p95, 1 h)",
+            "95th percentile over the last hour of the time from a round's reading handed to the "
+            "canary's gateway to its page at the canary's receiver: the pipeline's end-to-end "
+            "alarm latency, MQTT to page.",
+            q("histogram_quantile(0.95, sum by (le) (rate(fleet_canary_round_trip_seconds_bucket[1h])))"),
+            unit="s",
+            red_above=60,
+        ),
+        stat(
+            "Canary rounds outstanding",
+            "Rounds started and not yet paged. 0 or 1 when healthy (a round is out for its round "
+            "trip); it climbs by one per interval while the pipeline is stuck.",
+            q("max(fleet_canary_rounds_outstanding)"),
+            red_above=3,
+        ),
+        stat(
+            "Canary rounds lost (24 h)",
+            "Rounds whose page never came although a later round's did, or that were out too "
+            "long to tell apart, over 24 hours (FleetCanaryRoundsLost). Should be 0.",
+            q("sum(increase(fleet_canary_rounds_lost_total[24h]))"),
+            red_above=1,
+        ),
+        timeseries(
+            "Canary round trip",
+            "Median and 95th percentile of the canary's round trip (reading to page), over 10 "
+            "minutes. Seconds when healthy; it rises with the detector's or notifier's lag.",
+            q("histogram_quantile(0.5, sum by (le) (rate(fleet_canary_round_trip_seconds_bucket[10m])))", "p50"),
+            q("histogram_quantile(0.95, sum by (le) (rate(fleet_canary_round_trip_seconds_bucket[10m])))", "p95"),
+            unit="s",
+        ),
+        timeseries(
+            "Canary rounds per hour",
+            "Rounds started (one per interval), completed (their page arrived) and lost, per "
+            "hour. Started and completed should match.",
+            q("sum(increase(fleet_canary_rounds_started_total[1h]))", "started"),
+            q("sum(increase(fleet_canary_rounds_completed_total[1h]))", "completed"),
+            q("sum(increase(fleet_canary_rounds_lost_total[1h]))", "lost"),
+        ),
+        timeseries(
+            "Pages at the canary's receiver",
+            "Pages per hour at the operators' clinic's receiver by outcome: completed (a round's "
+            "page), unmatched (a duplicate or from before a restart), other (the clear, "
+            "escalations), foreign (a real pump assigned to the operators' clinic: "
+            "FleetCanaryForeignPage), refused (bad signature or unreadable).",
+            q("sum by (outcome) (increase(fleet_canary_pages_total[1h]))", "{{outcome}}"),
+        ),
+        timeseries(
+            "Operator alarms by suspected stage",
+            "Canary operator alarms fired per hour, by the stage it suspects: not_started (the "
+            "canary's own gateway takes no readings), unacknowledged (MQTT broker, ingest or "
+            "Kafka), unpaged (detector, notifier, or the way back); and failed attempts to "
+            "re-register its clinic and pump.",
+            q("sum by (stage) (increase(fleet_canary_alarms_total[1h]))", "{{stage}}"),
+            q("sum(increase(fleet_canary_registry_failures_total[1h]))", "registry failures"),
         ),
         row("Alarms", "fleet-detector's alarm events on fleet.alarms.v1."),
         timeseries(
             "Raised per hour by kind",
             "New alarm episodes per hour by kind (LOW_RESERVOIR, MISSED_REFILL, BATTERY_EOL, "
             "LOW_BATTERY_RESETS, OCCLUSION, TELEMETRY_LOST). A jump in TELEMETRY_LOST across "
-            "many pumps points at the gateways' way in, not at the pumps.",
+            "many pumps points at the gateways' way in, not at the pumps. LOW_RESERVOIR includes "
+            "the canary's, one per round (60 an hour by default).",
             q('sum by (kind) (increase(fleet_detector_alarm_events_total{state="RAISED"}[1h]))', "{{kind}}"),
             stack=True,
         ),
@@ -502,17 +589,87 @@ ALARMS = dashboard(
 GATEWAYS = dashboard(
     "fleet-gateway-fleet",
     "Fleet / Gateway fleet",
-    "The home gateways as the pipeline sees them, and the gateway processes Prometheus can "
-    "scrape directly. Gateways in patients' homes are not scraped.",
+    "The home gateways as they report themselves (their retained statuses, totalled by "
+    "ingest) and as the pipeline sees them, and the gateway processes Prometheus can scrape "
+    "directly. Gateways in patients' homes are not scraped.",
     [
         text(
             "What this dashboard can and cannot see",
-            "Why the gateway outboxes of the fleet are not on this dashboard.",
-            "Gateways run in patients' homes and are **not scraped**. The first row is what the "
-            "pipeline sees of them. Each gateway reports its outbox depth in its retained "
-            "status message (`fleet/v1/{gateway}/status`), but no service exports it as a "
-            "metric yet, so the fleet's outbox depth is **not shown**. The second row covers "
-            "gateway processes Prometheus does scrape: lab, soak or canary gateways.",
+            "Where the figures on this dashboard come from, and what they miss.",
+            "Gateways run in patients' homes and are **not scraped**. Each keeps a retained "
+            "status on `fleet/v1/{gateway}/status` (online, outbox depth, readings dropped), "
+            "refreshed every minute while connected, and its last will turns it offline. "
+            "Every ingest replica follows all of them and exports **fleet totals** (never one "
+            "series per gateway), so the first row takes `max()` over replicas. An offline "
+            "gateway counts with the outbox it last reported: what piles up while it is cut off "
+            "shows when it reconnects. The second row is what the pipeline sees of the "
+            "gateways; the third covers gateway processes Prometheus does scrape (lab and soak "
+            "fleets, job fleet-gateway).",
+        ),
+        row(
+            "The gateways' own reports",
+            "Totals over every gateway's retained status, from ingest (fleet_ingest_gateway*).",
+        ),
+        stat(
+            "Gateways online",
+            "Gateways whose last status says online. A sudden fall across the fleet is the "
+            "broker or the homes' way to it, not many gateways at once.",
+            q('max(fleet_ingest_gateways{state="online"})'),
+        ),
+        stat(
+            "Gateways offline",
+            "Gateways whose last status says offline (an orderly goodbye or their last will). "
+            "Includes gateways retired without clearing their retained status.",
+            q('max(fleet_ingest_gateways{state="offline"})'),
+        ),
+        stat(
+            "Readings in outboxes",
+            "Readings the gateways hold without an end-to-end ack, summed over the fleet as last "
+            "reported. Small in steady state; growing for an hour is FleetGatewayBacklogGrowing.",
+            q("max(fleet_ingest_gateway_outbox_readings)"),
+        ),
+        stat(
+            "Deepest outbox",
+            "The largest single gateway outbox (recomputed every 10 s). Above 10,000 for an hour "
+            "is FleetGatewayOutboxDeep; at its capacity (50,000 by default) a gateway drops "
+            "routine readings.",
+            q("max(fleet_ingest_gateway_outbox_max_readings)"),
+            red_above=10000,
+        ),
+        timeseries(
+            "Gateways online and offline",
+            "Gateways by their last retained status. Offline ones keep their retained status "
+            "until it is cleared, so the offline count also holds retired gateways.",
+            q('max(fleet_ingest_gateways{state="online"})', "online"),
+            q('max(fleet_ingest_gateways{state="offline"})', "offline"),
+            stack=True,
+        ),
+        timeseries(
+            "Readings waiting in outboxes",
+            "The fleet's total of unacknowledged readings and the deepest single outbox. A "
+            "total that keeps rising while readings still arrive means acks are not getting "
+            "back to the gateways (FleetIngestAcksDropped, the broker's ACL on acks).",
+            q("max(fleet_ingest_gateway_outbox_readings)", "all outboxes"),
+            q("max(fleet_ingest_gateway_outbox_max_readings)", "deepest outbox"),
+        ),
+        timeseries(
+            "Readings dropped from full outboxes",
+            "Readings the gateways report having dropped from full outboxes, summed over their "
+            "lifetimes (it falls when a gateway's status is cleared), and its rise over the last "
+            "hour: readings lost at homes (FleetGatewayReadingsDropped). The rise should be 0.",
+            q("max(fleet_ingest_gateway_outbox_dropped_readings)", "dropped, lifetime total"),
+            q(
+                "max(fleet_ingest_gateway_outbox_dropped_readings) - max(fleet_ingest_gateway_outbox_dropped_readings offset 1h)",
+                "dropped in the last hour",
+            ),
+        ),
+        timeseries(
+            "Statuses not counted",
+            "Per hour: gateway statuses ingest could not read (or that named another gateway "
+            "than their topic), and statuses of gateways beyond --gateway-status-capacity "
+            "(FleetGatewayStatusOverCapacity: the totals undercount the fleet).",
+            q("max(increase(fleet_ingest_gateway_status_invalid_total[1h]))", "unreadable"),
+            q("max(increase(fleet_ingest_gateway_status_over_capacity_total[1h]))", "over capacity"),
         ),
         row("Seen from the cloud", "What the pipeline observes of the gateways."),
         timeseries(
@@ -549,7 +706,11 @@ GATEWAYS = dashboard(
             q('sum(increase(fleet_detector_alarm_events_total{kind="TELEMETRY_LOST",state="RAISED"}[1h]))', "raised"),
             q('sum(increase(fleet_detector_alarm_events_total{kind="TELEMETRY_LOST",state="CLEARED"}[1h]))', "cleared"),
         ),
-        row("Gateway processes scraped directly", "Lab, soak or canary gateways only (job fleet-gateway)."),
+        row(
+            "Gateway processes scraped directly",
+            "Lab and soak fleet-gateway processes only (job fleet-gateway); the canary's gateway "
+            "is not among them (it shows in the rows above like any gateway).",
+        ),
         timeseries(
             "Outbox depth",
             "Readings waiting for an end-to-end ack, per gateway process. Small in steady state; "

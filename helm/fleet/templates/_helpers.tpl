@@ -10,7 +10,7 @@ components.yaml loops over the services and calls them.
 
 Most templates here take a context dict:
   root  the chart's top-level context ($)
-  name  the service key (ingest, detector, notifier, archiver, api)
+  name  the service key (ingest, detector, notifier, archiver, api, canary)
   c     the service's facts (one entry of fleet.components)
   v     the service's values (.Values.<name>)
 */}}
@@ -19,7 +19,17 @@ Most templates here take a context dict:
 The facts of each service, from the code (services/<service>/src/config.rs, services/api/src/
 lib.rs, services/runtime/src/serve.rs). A port's `env` is the FLEET_* variable that
 sets its listen address: the services default to 127.0.0.1, which nothing outside the
-pod could reach, so the chart binds 0.0.0.0.
+pod could reach, so the chart binds 0.0.0.0. The metrics port is the one named
+`metrics` (the scrape annotations and ServiceMonitors use it).
+
+  singleton  exactly one pod, ever: replicas 1, strategy Recreate (the old pod is gone
+             before the new one starts), no autoscaler, no disruption budget
+  dialled    the port other pods connect to through the Service (the canary's receiver,
+             which the notifier pages): the Service gets a virtual IP and keeps the pod
+             as an endpoint while it is not ready (readiness is the canary's MQTT
+             session; pages must still reach it)
+  mqttTls    the service connects to MQTT as an identity of its own: with an mqtts://
+             URL the chart mounts <service>.mqttTls.secretName (tls.crt, tls.key, ca.crt)
 */}}
 {{- define "fleet.components" -}}
 ingest:
@@ -27,6 +37,7 @@ ingest:
   uses: [mqtt, kafka, database]
   metrics: true
   autoscaling: true
+  mqttTls: true
   ports:
     - {name: metrics, port: 9181, env: FLEET_INGEST_METRICS_ADDR, appProtocol: http}
   probes: {port: metrics, startup: /healthz, liveness: /healthz, readiness: /readyz}
@@ -63,6 +74,21 @@ api:
     - {name: grpc, port: 50051, env: FLEET_API_ADDR, appProtocol: grpc}
     - {name: http, port: 8080, env: FLEET_API_HTTP_ADDR, appProtocol: http}
     - {name: metrics, port: 9186, env: FLEET_API_METRICS_ADDR, appProtocol: http}
+  probes: {port: metrics, startup: /healthz, liveness: /healthz, readiness: /readyz}
+canary:
+  binary: fleet-canary
+  uses: [mqtt, database]
+  metrics: true
+  autoscaling: false
+  mqttTls: true
+  # Two canaries would publish as one gateway id (the broker disconnects one for the
+  # other) and overwrite each other's registry entries (the webhook and secret pages
+  # are checked against): one, and never two during a rollout.
+  singleton: true
+  dialled: receiver
+  ports:
+    - {name: metrics, port: 9187, env: FLEET_CANARY_METRICS_ADDR, appProtocol: http}
+    - {name: receiver, port: 50090, env: FLEET_CANARY_LISTEN, appProtocol: grpc}
   probes: {port: metrics, startup: /healthz, liveness: /healthz, readiness: /readyz}
 {{- end }}
 
@@ -173,6 +199,15 @@ so a value can never override an endpoint or a secret by accident. */}}
 {{- if has "mqtt" .c.uses }}
 - name: FLEET_MQTT_URL
   value: {{ $root.Values.mqtt.url | quote }}
+{{- if include "fleet.mqttTls" . }}
+{{- /* The pod's one MQTT identity, and the CA the broker's certificate chains to. */}}
+- name: FLEET_MQTT_CA_FILE
+  value: /etc/fleet/mqtt-tls/ca.crt
+- name: FLEET_MQTT_CERT_FILE
+  value: /etc/fleet/mqtt-tls/tls.crt
+- name: FLEET_MQTT_KEY_FILE
+  value: /etc/fleet/mqtt-tls/tls.key
+{{- end }}
 {{- end }}
 {{- range .c.ports }}
 - name: {{ .env }}
@@ -202,18 +237,81 @@ disconnecting each other, so each replica takes its pod's name. */}}
   value: {{ printf "/etc/fleet/clinic-ca/%s" .v.clinicCa.key | quote }}
 {{- end }}
 {{- end }}
+{{- if eq .name "canary" }}
+{{- /* The webhook the canary writes into the registry for its clinic: by default this
+Service's name, which the notifier's pods resolve in any cluster domain. */}}
+- name: FLEET_CANARY_ADVERTISE
+  value: {{ .v.advertise | default (printf "http://%s.%s.svc:%v" (include "fleet.componentName" .) $root.Release.Namespace (include "fleet.port" (dict "c" .c "name" .c.dialled))) | quote }}
+- name: FLEET_CANARY_INTERVAL
+  value: {{ .v.interval | quote }}
+- name: FLEET_CANARY_DEADLINE
+  value: {{ .v.deadline | quote }}
+- name: FLEET_CANARY_PUMP_ID
+  value: {{ .v.pumpId | quote }}
+- name: FLEET_CANARY_GATEWAY_ID
+  value: {{ .v.gatewayId | quote }}
+- name: FLEET_CANARY_CLINIC_ID
+  value: {{ .v.clinicId | quote }}
+- name: FLEET_CANARY_STATE_DIR
+  value: /var/lib/fleet/canary
+{{- /* Without it the canary makes a new random secret at each start and registers it. */}}
+{{- if .v.signingSecret.name }}
+- name: FLEET_CANARY_SIGNING_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ .v.signingSecret.name }}
+      key: {{ .v.signingSecret.key }}
+{{- end }}
+{{- end }}
 {{- range $key, $value := .v.env }}
 - name: {{ $key }}
   value: {{ $value | quote }}
 {{- end }}
 {{- end }}
 
+{{/* ctx -> "true" when the service connects to an mqtts:// broker with a client
+certificate from its mqttTls Secret; empty otherwise (the schema requires the Secret
+exactly when the URL is mqtts://). */}}
+{{- define "fleet.mqttTls" -}}
+{{- if and .c.mqttTls (hasPrefix "mqtts://" .root.Values.mqtt.url) .v.mqttTls .v.mqttTls.secretName -}}
+true
+{{- end -}}
+{{- end }}
+
+{{/* (dict c name) -> the number of the service's port called name */}}
+{{- define "fleet.port" -}}
+{{- $name := .name -}}
+{{- range .c.ports }}{{ if eq .name $name }}{{ .port }}{{ end }}{{ end -}}
+{{- end }}
+
 {{/* ctx -> volumes and mounts. The root filesystem is read-only; /tmp is the one
-writable place, in case a library wants one. */}}
+writable place, in case a library wants one. The canary's gateway outbox is an
+emptyDir: its rounds live in the process's memory, so a reading kept across a restart
+could only come back as a page the new process cannot match (or mistakes for a new
+round with the same mark); losing the outbox with the pod loses nothing of value. */}}
 {{- define "fleet.volumes" -}}
 - name: tmp
   emptyDir:
     sizeLimit: 64Mi
+{{- if eq .name "canary" }}
+- name: state
+  emptyDir:
+    sizeLimit: 256Mi
+{{- end }}
+{{- if include "fleet.mqttTls" . }}
+- name: mqtt-tls
+  secret:
+    secretName: {{ .v.mqttTls.secretName }}
+    # Owner and group (the pod's fsGroup) may read, nobody else.
+    defaultMode: 288
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
 {{- if and (eq .name "detector") .v.thresholds }}
 - name: detector-config
   configMap:
@@ -232,6 +330,15 @@ writable place, in case a library wants one. */}}
 {{- define "fleet.volumeMounts" -}}
 - name: tmp
   mountPath: /tmp
+{{- if eq .name "canary" }}
+- name: state
+  mountPath: /var/lib/fleet/canary
+{{- end }}
+{{- if include "fleet.mqttTls" . }}
+- name: mqtt-tls
+  mountPath: /etc/fleet/mqtt-tls
+  readOnly: true
+{{- end }}
 {{- if and (eq .name "detector") .v.thresholds }}
 - name: detector-config
   mountPath: /etc/fleet/detector
@@ -251,7 +358,7 @@ reads it at start), then the global and the service's own podAnnotations. */}}
 {{- $a := dict -}}
 {{- if and .c.metrics .root.Values.monitoring.scrapeAnnotations -}}
 {{- $_ := set $a "prometheus.io/scrape" "true" -}}
-{{- $_ := set $a "prometheus.io/port" ((first .c.ports).port | toString) -}}
+{{- $_ := set $a "prometheus.io/port" (include "fleet.port" (dict "c" .c "name" "metrics")) -}}
 {{- $_ := set $a "prometheus.io/path" "/metrics" -}}
 {{- end -}}
 {{- if and (eq .name "detector") .v.thresholds -}}
@@ -287,7 +394,9 @@ metadata:
   labels:
     {{- include "fleet.labels" . | nindent 4 }}
 spec:
-  {{- if not $autoscaled }}
+  {{- if .c.singleton }}
+  replicas: 1
+  {{- else if not $autoscaled }}
   replicas: {{ .v.replicaCount }}
   {{- end }}
   revisionHistoryLimit: 5
@@ -295,12 +404,17 @@ spec:
     matchLabels:
       {{- include "fleet.selectorLabels" . | nindent 6 }}
   strategy:
+    {{- if .c.singleton }}
+    # The old pod is gone before the new one starts: two must never run at once.
+    type: Recreate
+    {{- else }}
     # One new pod before an old one goes: a consumer group rebalances once per step
     # and capacity never drops during a rollout.
     type: RollingUpdate
     rollingUpdate:
       maxSurge: 1
       maxUnavailable: 0
+    {{- end }}
   template:
     metadata:
       labels:
@@ -315,7 +429,7 @@ spec:
     spec:
       {{- include "fleet.podCommon" $root | nindent 6 }}
       terminationGracePeriodSeconds: {{ .v.terminationGracePeriodSeconds }}
-      {{- if $root.Values.spreadAcrossNodes }}
+      {{- if and $root.Values.spreadAcrossNodes (not .c.singleton) }}
       # Replicas on different nodes where possible, so one node's loss leaves the rest.
       topologySpreadConstraints:
         - maxSkew: 1
@@ -361,8 +475,9 @@ spec:
         {{- include "fleet.volumes" . | nindent 8 }}
 {{- end }}
 
-{{/* A service with only a metrics port gets a headless Service: it exists so that a
-ServiceMonitor can find the pods, and needs no virtual IP. */}}
+{{/* A service's Service is headless: it exists so that a ServiceMonitor (or an
+Ingress) can find the pods, and needs no virtual IP. A service other pods dial (the
+canary's receiver) gets one, and stays reachable while not ready. */}}
 {{- define "fleet.service" -}}
 apiVersion: v1
 kind: Service
@@ -372,7 +487,11 @@ metadata:
   labels:
     {{- include "fleet.labels" . | nindent 4 }}
 spec:
-  {{- if .c.metrics }}
+  {{- if .c.dialled }}
+  type: ClusterIP
+  # Readiness is the canary's MQTT session; its receiver must take pages regardless.
+  publishNotReadyAddresses: true
+  {{- else if .c.metrics }}
   clusterIP: None
   {{- else }}
   type: ClusterIP
