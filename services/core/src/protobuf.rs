@@ -17,6 +17,7 @@ use crate::reading::{
     Bolus, BolusSource, DeviceAlarm, LowBatteryReset, MotorStall, Mri, PumpEvent, Reading, Refill,
     Reprogram,
 };
+use crate::serde_forms::in_contract_range;
 use crate::validation::{InvalidReading, Problem, Violation};
 
 /// Decodes one protobuf reading and validates it.
@@ -53,9 +54,11 @@ pub fn to_timestamp(at: &DateTime<Utc>) -> Timestamp {
 
 fn from_timestamp(field: &str, ts: Option<Timestamp>) -> Result<DateTime<Utc>, Violation> {
     let ts = ts.ok_or_else(|| Violation::new(field, Problem::Missing))?;
+    // Timestamp's own range (years 0001 to 9999), which JSON can also write.
     u32::try_from(ts.nanos)
         .ok()
         .and_then(|nanos| DateTime::from_timestamp(ts.seconds, nanos))
+        .filter(in_contract_range)
         .ok_or_else(|| {
             Violation::new(
                 field,

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serializer};
 
@@ -16,14 +16,32 @@ pub fn format_timestamp(at: &DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-/// Reads RFC 3339 with any offset and keeps it as UTC.
+/// Whether an instant is one both encodings carry: years 0001 to 9999, the range of
+/// `google.protobuf.Timestamp` (RFC 3339 writes four-digit years, from 0000). Both
+/// readers refuse anything else, so a reading accepted in one encoding can always be
+/// written in the other: before, a protobuf reading dated in year 10000 was accepted
+/// and its JSON form (`+10000-01-01T00:00:00Z`) refused: a breach of the fuzz target
+/// `protobuf_reading`'s JSON round-trip property, found while writing it
+/// (tests/fuzz_regressions.rs).
+pub(crate) fn in_contract_range(at: &DateTime<Utc>) -> bool {
+    (1..=9999).contains(&at.year())
+}
+
+/// Reads RFC 3339 with any offset and keeps it as UTC; years 0001 to 9999 once in UTC.
 pub fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, String> {
-    if let Some(at) = parse_canonical(text.as_bytes()) {
-        return Ok(at);
+    let at = match parse_canonical(text.as_bytes()) {
+        Some(at) => at,
+        None => DateTime::parse_from_rfc3339(text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| format!("unparseable timestamp {text:?} ({e})"))?,
+    };
+    if in_contract_range(&at) {
+        Ok(at)
+    } else {
+        Err(format!(
+            "unparseable timestamp {text:?} (outside the years 0001 to 9999 in UTC)"
+        ))
     }
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("unparseable timestamp {text:?} ({e})"))
 }
 
 /// The form every gateway sends and we write, `YYYY-MM-DDTHH:MM:SSZ`, read directly:
