@@ -84,9 +84,34 @@ pub async fn run(config: ArchiverConfig, shutdown: CancellationToken) -> anyhow:
     // work at once); a write starts only after the previous one is durable and its
     // offsets committed, so commits stay in order and at most two batches are held.
     let mut in_flight: Option<(JoinHandle<bool>, TopicPartitionList)> = None;
-    while let Some(records) =
-        batch::next_batch(&consumer, config.batch, config.linger, &shutdown).await
-    {
+    loop {
+        let next = match in_flight.as_mut() {
+            // A write that ends while the topics are idle is committed at once, so an
+            // idle archiver has nothing uncommitted (and reports no lag).
+            Some((write, _)) => {
+                batch::next_batch_or(&consumer, config.batch, config.linger, &shutdown, write).await
+            }
+            None => {
+                match batch::next_batch(&consumer, config.batch, config.linger, &shutdown).await {
+                    Some(records) => batch::Next::Batch(records),
+                    None => batch::Next::Stopped,
+                }
+            }
+        };
+        let records = match next {
+            batch::Next::Stopped => break,
+            batch::Next::Interrupted(written) => {
+                let Some((_, offsets)) = in_flight.take() else {
+                    continue;
+                };
+                if !written.context("a batch write panicked")? {
+                    break; // stopping: the batch stays uncommitted and is re-read
+                }
+                batch::commit(&consumer, &offsets);
+                continue;
+            }
+            batch::Next::Batch(records) => records,
+        };
         let decoded = writer::decode(&records, &topics.alarms, &metrics);
         let offsets = batch::offsets_after(&records);
         drop(records);
@@ -103,7 +128,7 @@ pub async fn run(config: ArchiverConfig, shutdown: CancellationToken) -> anyhow:
     if let Some((write, offsets)) = in_flight.take()
         && finished(write).await?
     {
-        batch::commit(&consumer, &offsets);
+        batch::commit_final(&consumer, &offsets);
     }
     readiness.set(false);
     tracing::info!("archiver stopped");

@@ -11,6 +11,15 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+/// What [`next_batch_or`] came back with.
+#[derive(Debug)]
+pub enum Next<'c, T> {
+    Batch(Vec<BorrowedMessage<'c>>),
+    /// `interrupt` completed while no message had arrived yet.
+    Interrupted(T),
+    Stopped,
+}
+
 /// Waits for one message, then gathers more: those already fetched at once, and for up
 /// to `linger` those still arriving, until `max`. None when `shutdown` fires first.
 /// Memory stays bounded by `max` plus the consumer's own fetch queue.
@@ -20,9 +29,37 @@ pub async fn next_batch<'c, C: ConsumerContext + 'static>(
     linger: Duration,
     shutdown: &CancellationToken,
 ) -> Option<Vec<BorrowedMessage<'c>>> {
+    match next_batch_or(
+        consumer,
+        max,
+        linger,
+        shutdown,
+        std::future::pending::<()>(),
+    )
+    .await
+    {
+        Next::Batch(batch) => Some(batch),
+        Next::Interrupted(()) | Next::Stopped => None,
+    }
+}
+
+/// [`next_batch`], but returns as soon as `interrupt` completes if no message has
+/// arrived by then (a write finishing while the topic is idle, whose offsets should
+/// be committed now rather than when the next message comes). Only the wait for the
+/// first message is raced, and `recv` gives up nothing when dropped, so no message is
+/// ever taken and then lost.
+pub async fn next_batch_or<'c, C: ConsumerContext + 'static, T>(
+    consumer: &'c StreamConsumer<C>,
+    max: usize,
+    linger: Duration,
+    shutdown: &CancellationToken,
+    interrupt: impl Future<Output = T>,
+) -> Next<'c, T> {
+    tokio::pin!(interrupt);
     let first = loop {
         tokio::select! {
-            () = shutdown.cancelled() => return None,
+            () = shutdown.cancelled() => return Next::Stopped,
+            value = &mut interrupt => return Next::Interrupted(value),
             m = consumer.recv() => match m {
                 Ok(m) => break m,
                 Err(e) => tracing::warn!(error = %e, "consumer error"),
@@ -48,7 +85,7 @@ pub async fn next_batch<'c, C: ConsumerContext + 'static>(
             None => break,
         }
     }
-    Some(batch)
+    Next::Batch(batch)
 }
 
 /// Per partition, the offset after the batch's last message: what to commit once the
@@ -77,5 +114,16 @@ pub fn commit<C: ConsumerContext + 'static>(
 ) {
     if let Err(e) = consumer.commit(offsets, CommitMode::Async) {
         tracing::warn!(error = %e, "committing offsets (the batch is re-read, harmlessly)");
+    }
+}
+
+/// [`commit`] at shutdown: waits for the broker's answer, so the offsets are stored
+/// before the consumer closes and a restart does not re-read the last batch.
+pub fn commit_final<C: ConsumerContext + 'static>(
+    consumer: &StreamConsumer<C>,
+    offsets: &TopicPartitionList,
+) {
+    if let Err(e) = consumer.commit(offsets, CommitMode::Sync) {
+        tracing::warn!(error = %e, "committing the last offsets at shutdown (the batch is re-read, harmlessly)");
     }
 }

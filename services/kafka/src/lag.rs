@@ -1,4 +1,4 @@
-//! Consumer lag as librdkafka itself measures it: every `STATISTICS_INTERVAL_MS` the
+//! Consumer lag as librdkafka itself measures it: every `STATISTICS_INTERVAL_MS` (a second) the
 //! client reports, per partition it consumes, the broker's high watermark minus the
 //! group's committed offset. A service exports the sum over its partitions, so each
 //! replica shows its own share and `sum()` the group's, without the Kafka Exporter.
@@ -9,7 +9,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext};
 
 /// How often the client reports (a JSON document, parsed on librdkafka's thread).
-pub const STATISTICS_INTERVAL_MS: &str = "5000";
+pub const STATISTICS_INTERVAL_MS: &str = "1000";
 
 /// Turns the client's statistics on; pair it with a context that reads them
 /// ([`LagContext`] or one calling [`LagGauge::record`]).
