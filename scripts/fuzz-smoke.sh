@@ -46,6 +46,13 @@ targets=("$@")
 # "-Z is only accepted on nightly" that every later build repeats. The cache is cheap
 # to rebuild, so it goes.
 rm -f "$CARGO_TARGET_DIR/.rustc_info.json"
+# Cargo never collects garbage: each checkout path (CI's clones) leaves its own
+# instrumented fleet-core and target binaries behind. Past 3 GiB the directory goes,
+# and the next build starts afresh (about 5 minutes).
+if [ -d "$CARGO_TARGET_DIR" ] && (($(du -sm "$CARGO_TARGET_DIR" | cut -f1) > 3072)); then
+  say "$CARGO_TARGET_DIR is over 3 GiB: removing it (a fresh build follows)"
+  rm -rf "$CARGO_TARGET_DIR"
+fi
 
 say "building ${#targets[@]} target(s) (instrumented, AddressSanitizer; into $CARGO_TARGET_DIR)"
 build_start=$SECONDS

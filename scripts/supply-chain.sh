@@ -38,9 +38,10 @@ install_tool() { # crate version
 install_tool cargo-deny "$CARGO_DENY_VERSION"
 install_tool cargo-cyclonedx "$CARGO_CYCLONEDX_VERSION"
 
-# --- 1. licences, bans, sources. --locked: a check never rewrites Cargo.lock.
+# --- 1. licences, bans, sources. Not --locked: where Cargo.lock lags a Cargo.toml,
+# cargo completes it as any build would, and the graph checked is the one built.
 say "checking licences, duplicate crates and sources (deny.toml)"
-if ! deny_log=$(cargo deny --locked check --hide-inclusion-graph licenses bans sources 2>&1); then
+if ! deny_log=$(cargo deny check --hide-inclusion-graph licenses bans sources 2>&1); then
   printf '%s\n' "$deny_log" >&2
   say "FAILED: licences, bans or sources (deny.toml says what is allowed, and why)"
   exit 1
@@ -58,9 +59,9 @@ loud() {
   printf 'supply-chain: !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\n' >&2
 }
 say "fetching the RustSec advisory database (cargo deny fetch db)"
-if fetch_log=$(timeout 300 cargo deny --locked fetch db 2>&1); then
+if fetch_log=$(timeout 300 cargo deny fetch db 2>&1); then
   say "checking advisories against the database just fetched"
-  cargo deny --locked --offline check advisories
+  cargo deny --offline check advisories
   advisories="checked (database fetched now)"
 else
   # git's own words if it got that far ("Could not resolve host: github.com"), else
@@ -74,7 +75,7 @@ else
       "Checking against the copy in $copy, last updated $fetched ($age_days days ago)." \
       "Advisories published since then are NOT checked."
     # cargo-deny itself refuses a copy older than 90 days (maximum-db-staleness).
-    if cargo deny --locked --offline check advisories; then
+    if cargo deny --offline check advisories; then
       advisories="checked against a copy $age_days days old (fetch failed)"
     else
       exit 1
