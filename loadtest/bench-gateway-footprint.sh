@@ -6,8 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(deploy/local/stack.sh env)"
-cargo build --release --quiet -p fleet-gateway
+cargo build --release --quiet -p fleet-gateway -p fleetctl
 bin=${CARGO_TARGET_DIR:-target}/release/fleet-gateway
+# MQTT is TLS with a certificate per gateway: issue this one's under the stack's CA.
+if [[ ${FLEET_MQTT_URL:-} == mqtts://* ]]; then
+  "${CARGO_TARGET_DIR:-target}/release/fleetctl" certs --out "$FLEET_STACK_CERTS" --gateway gw-footprint
+fi
 work=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 cp "$bin" "$work/fleet-gateway.stripped"

@@ -14,17 +14,19 @@ say() { printf '\ndemo: %s\n' "$*" >&2; }
 
 export FLEET_STATE_DIR=${FLEET_DEMO_STATE_DIR:-$PWD/.state/demo}
 
-say "starting a fresh demo stack (state in $FLEET_STATE_DIR)"
-deploy/local/stack.sh down --purge >/dev/null 2>&1 || true
-deploy/local/stack.sh up
-trap 'say "stopping the demo stack"; deploy/local/stack.sh down >/dev/null 2>&1 || true' EXIT
-eval "$(deploy/local/stack.sh env)"
-export FLEET_MQTT_URL FLEET_KAFKA_BROKERS FLEET_DATABASE_URL
-
 say "building the services (release: the gateways of 200 pumps at 14,400x need it)"
 cargo build --release --quiet -p fleetctl -p fleet-ingest -p fleet-detector \
   -p fleet-notifier -p fleet-api -p fleet-gateway -p fleet-archiver -p fleet-loadtest --bin fleet-demo
 bin=${CARGO_TARGET_DIR:-target}/release
+
+say "starting a fresh demo stack (state in $FLEET_STATE_DIR)"
+deploy/local/stack.sh down --purge >/dev/null 2>&1 || true
+# The stack's MQTT is TLS only; its CA and certificates are made with this fleetctl
+# (docs/security.md), and the demo issues each gateway's under that CA.
+FLEET_FLEETCTL=$bin/fleetctl deploy/local/stack.sh up
+trap 'say "stopping the demo stack"; deploy/local/stack.sh down >/dev/null 2>&1 || true' EXIT
+eval "$(deploy/local/stack.sh env)"
+export FLEET_MQTT_URL FLEET_KAFKA_BROKERS FLEET_DATABASE_URL
 
 say "checking every component with the project's own clients"
 "$bin/fleetctl" stack status

@@ -35,6 +35,14 @@ impl StackEnv {
         })
     }
 
+    /// The MQTT broker with the TLS material of the environment (`FLEET_MQTT_CA_FILE`,
+    /// `FLEET_MQTT_CERT_DIR`, ...: what `stack.sh env` exports; child processes inherit
+    /// the same variables). Connect as a gateway only after
+    /// [`issue_gateway_certs`] for it; as the operator (`fleet-operator`) at any time.
+    pub fn mqtt(&self) -> fleet_runtime::MqttConfig {
+        fleet_runtime::MqttConfig::from_env_with_url(&self.mqtt_url)
+    }
+
     /// A command for workspace binary `name` (built first) pointed at this stack,
     /// with `database_url` as its database (a test's own, or the stack's).
     pub fn command(&self, name: &str, database_url: &str) -> anyhow::Result<Command> {
@@ -400,6 +408,52 @@ impl Pace {
     }
 }
 
+/// Issues client certificates for `gateways` under the local stack's CA (in
+/// `FLEET_STACK_CERTS`, which `stack.sh env` exports; `FLEET_MQTT_CERT_DIR` is its
+/// `clients` directory), so a gateway process or an in-process client can connect as
+/// each. Existing certificates are kept. Nothing to do when the broker is plain MQTT.
+pub fn issue_gateway_certs<S: AsRef<str>>(
+    gateways: impl IntoIterator<Item = S>,
+) -> anyhow::Result<()> {
+    let tls = std::env::var("FLEET_MQTT_URL").is_ok_and(|u| u.starts_with("mqtts://"));
+    if !tls {
+        return Ok(());
+    }
+    let out = std::env::var_os("FLEET_STACK_CERTS").context(
+        "FLEET_STACK_CERTS is not set (the local CA's directory): eval \"$(deploy/local/stack.sh env)\"",
+    )?;
+    let gateways: BTreeSet<String> = gateways
+        .into_iter()
+        .map(|g| g.as_ref().to_owned())
+        .collect();
+    fleetctl::certs::make(&fleetctl::certs::CertsPlan {
+        out: PathBuf::from(out),
+        gateways: gateways.into_iter().collect(),
+        ..Default::default()
+    })
+    .context("issuing gateway certificates")?;
+    Ok(())
+}
+
+/// [`issue_gateway_certs`] for every gateway of a replay file (JSON Lines readings).
+pub fn issue_replay_certs(replay: &Path) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let mut gateways = BTreeSet::new();
+    for line in fleet_runtime::input::open(replay)?.lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: serde_json::Value = serde_json::from_str(&line)
+            .with_context(|| format!("{}: not JSON", replay.display()))?;
+        let id = value["gateway_id"].as_str().or(value["gatewayId"].as_str());
+        if let Some(id) = id {
+            gateways.insert(id.to_owned());
+        }
+    }
+    issue_gateway_certs(gateways)
+}
+
 /// Starts one gateway process hosting a gateway per pump that replays `replay` at
 /// `pace` and exits once every reading is acknowledged end to end. The gateways'
 /// state and log go to `dir`.
@@ -409,6 +463,7 @@ pub fn replay_through_gateways(
     replay: &Path,
     pace: Pace,
 ) -> anyhow::Result<Service> {
+    issue_replay_certs(replay)?;
     Service::spawn(
         "fleet-gateway",
         Command::new(binary("fleet-gateway")?)

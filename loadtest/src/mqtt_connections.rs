@@ -126,18 +126,29 @@ impl Held {
     }
 }
 
-/// Opens `plan.count` connections to `mqtt_url`, `plan.concurrency` at a time; client
-/// and gateway ids carry `run`. Fails at once if an open-files limit is too low for the
-/// count; individual connections that fail are counted, not fatal.
-pub async fn open(mqtt_url: &str, run: &str, plan: &Plan) -> anyhow::Result<Held> {
+/// The one gateway identity every held connection authenticates as when TLS is on
+/// (the broker allows many sessions per identity, each with its own client id): ten
+/// thousand certificates would cost the run more than they would tell. Each connection
+/// still makes a full TLS handshake with a client certificate and passes the ACL.
+pub const IDLE_GATEWAY: &str = "gw-idle-connections";
+
+/// Opens `plan.count` connections to the broker, `plan.concurrency` at a time; client
+/// ids carry `run`. Fails at once if an open-files limit is too low for the count;
+/// individual connections that fail are counted, not fatal.
+pub async fn open(
+    mqtt: &fleet_runtime::MqttConfig,
+    run: &str,
+    plan: &Plan,
+) -> anyhow::Result<Held> {
     let broker = broker_pid();
     check_fd_limits(plan.count, broker)?;
+    harness::issue_gateway_certs([IDLE_GATEWAY])?;
     let rss_before = procfs::resident_kib(Proc::Me).unwrap_or_default();
     let broker_before = broker.and_then(|pid| procfs::resident_kib(Proc::Pid(pid)));
     let started = Instant::now();
     let attempts: Vec<anyhow::Result<(AsyncClient, EventLoop)>> =
         futures_util::stream::iter(0..plan.count)
-            .map(|i| connect(mqtt_url, format!("{run}-idle-{i:05}"), plan.keep_alive))
+            .map(|i| connect(mqtt, format!("{run}-idle-{i:05}"), plan.keep_alive))
             .buffer_unordered(plan.concurrency.max(1))
             .collect()
             .await;
@@ -224,11 +235,11 @@ fn check_fd_limits(count: usize, broker: Option<u32>) -> anyhow::Result<()> {
 
 /// One gateway-like client: connected, its status sent and acknowledged (QoS 1).
 async fn connect(
-    mqtt_url: &str,
+    mqtt: &fleet_runtime::MqttConfig,
     client_id: String,
     keep_alive: Duration,
 ) -> anyhow::Result<(AsyncClient, EventLoop)> {
-    let mut options = fleet_runtime::mqtt_options(mqtt_url, &client_id)?;
+    let mut options = mqtt.options(&client_id, IDLE_GATEWAY)?;
     // One message in flight is all an idle gateway needs; rumqttc sizes its per-
     // connection state by this, which is most of what a held client costs here.
     options
@@ -238,10 +249,10 @@ async fn connect(
     let (client, mut eventloop) = AsyncClient::new(options, 4);
     // Queued before the first poll: sent as soon as the broker accepts the connection.
     client.try_publish(
-        status_topic(&client_id),
+        status_topic(IDLE_GATEWAY),
         QoS::AtLeastOnce,
         false,
-        status(&client_id)?,
+        status(IDLE_GATEWAY)?,
     )?;
     tokio::time::timeout(CONNECT_TIMEOUT, async {
         loop {

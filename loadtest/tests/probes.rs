@@ -66,6 +66,7 @@ fn cases(dir: &std::path::Path, api_http: u16) -> Vec<Case> {
         Case {
             binary: "fleet-gateway",
             component: "gateway",
+            // Its certificate is issued by the test before it starts (TLS on).
             families: &["fleet_gateway_outbox_depth_readings"],
             args: vec![
                 "--gateway-id".into(),
@@ -91,6 +92,8 @@ fn every_service_answers_its_probes_exports_its_metrics_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let suffix = format!("probes-{}", std::process::id());
     let api_http = harness::free_port().expect("port");
+    harness::issue_gateway_certs([format!("gw-probes-{}", std::process::id())])
+        .expect("gateway certificate");
     for case in cases(dir.path(), api_http) {
         let port = harness::free_port().expect("port");
         let mut service = Service::spawn(

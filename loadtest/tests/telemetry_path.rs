@@ -92,6 +92,7 @@ impl Run {
 
     fn gateways(&self, replay: &Path, generation: u32, extra: &[&str]) -> Service {
         let bin = harness::binary("fleet-gateway").expect("fleet-gateway builds");
+        harness::issue_replay_certs(replay).expect("gateway certificates");
         let port = harness::free_port().expect("port");
         Service::spawn(
             "fleet-gateway",
@@ -255,19 +256,34 @@ async fn bad_input_is_dead_lettered_with_its_reason_while_good_traffic_flows() {
     let _ingest = run.ingest(&registry, 0).await;
     let mut arrivals = run.watch().await;
 
-    let mut options =
-        fleet_runtime::mqtt_options(&run.env.mqtt_url, &format!("bad-publisher-{}", run.suffix))
-            .expect("url");
-    options.set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024);
-    let (client, mut eventloop) = AsyncClient::new(options, 100);
-    let pump = tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::Disconnect)) | Err(_) => break,
-                Ok(_) => {}
+    // One client per gateway: with TLS on, a client publishes only under its own
+    // certificate's gateway id (the broker's ACL), as a real gateway does.
+    let gateways = ["gw-100001", "gw-100002"];
+    harness::issue_gateway_certs(gateways).expect("gateway certificates");
+    let mut clients = std::collections::BTreeMap::new();
+    let mut pumps = Vec::new();
+    for gw in gateways {
+        let mut options = run
+            .env
+            .mqtt()
+            .options(&format!("bad-publisher-{gw}-{}", run.suffix), gw)
+            .expect("mqtt options");
+        options.set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024);
+        let (client, mut eventloop) = AsyncClient::new(options, 100);
+        pumps.push(tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
             }
-        }
-    });
+        }));
+        clients.insert(gw.to_owned(), client);
+    }
+    let client_for = |topic: &str| {
+        let (gw, _) = fleet_core::gateway_protocol::parse_topic(topic).expect("contract topic");
+        clients[gw].clone()
+    };
     let sample = &good[0];
     let pb = protobuf::encode_reading(sample);
     let mut unknown = sample.clone();
@@ -316,7 +332,7 @@ async fn bad_input_is_dead_lettered_with_its_reason_while_good_traffic_flows() {
     ];
     for (i, reading) in good.iter().enumerate() {
         let topic = readings_topic(&reading.gateway_id, ReadingEncoding::Protobuf);
-        client
+        client_for(&topic)
             .publish(
                 topic,
                 QoS::AtLeastOnce,
@@ -328,7 +344,7 @@ async fn bad_input_is_dead_lettered_with_its_reason_while_good_traffic_flows() {
         if let Some((topic, payload, _)) = bad.get(i / 10)
             && i % 10 == 5
         {
-            client
+            client_for(topic)
                 .publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
                 .await
                 .expect("queued");
@@ -347,8 +363,12 @@ async fn bad_input_is_dead_lettered_with_its_reason_while_good_traffic_flows() {
         a.unique.len() >= good.len()
     })
     .await;
-    let _ = client.disconnect().await;
-    let _ = pump.await;
+    for client in clients.values() {
+        let _ = client.disconnect().await;
+    }
+    for pump in pumps {
+        let _ = pump.await;
+    }
 
     let mut want: Vec<&str> = bad.iter().map(|(_, _, reason)| *reason).collect();
     let mut got: Vec<&str> = letters.iter().map(|dl| dl.reason.as_str()).collect();

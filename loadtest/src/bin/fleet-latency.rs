@@ -156,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|r| r.measured_at)
         .min()
         .unwrap_or_else(Utc::now);
-    let sent = send_probes(&env.mqtt_url, &run, &probes, cli.probe_every, probe_time).await?;
+    let sent = send_probes(&env.mqtt(), &run, &probes, cli.probe_every, probe_time).await?;
     let cores = cpu.cores_used();
     gateways.wait_exit(Duration::from_secs(600))?;
     let background_rate = background.len() as f64 / started.elapsed().as_secs_f64();
@@ -357,9 +357,8 @@ async fn register(
     for r in background {
         pumps.insert(&r.pump_id, &r.gateway_id);
     }
-    let probe_gateways: Vec<String> = probes.iter().map(|p| format!("gw-{p}")).collect();
-    for (p, g) in probes.iter().zip(&probe_gateways) {
-        pumps.insert(p, g);
+    for p in probes {
+        pumps.insert(p, PROBE_GATEWAY);
     }
     for (pump, gateway) in pumps {
         toml += &format!(
@@ -373,16 +372,22 @@ async fn register(
     Ok(())
 }
 
+/// The gateway relaying the probe pumps.
+const PROBE_GATEWAY: &str = "gw-latency-probes";
+
 /// Publishes one reading per probe pump, at the low-reservoir threshold, with event
 /// time `event_time`; returns the moment each was handed to MQTT.
 async fn send_probes(
-    mqtt_url: &str,
+    mqtt: &fleet_runtime::MqttConfig,
     run: &str,
     probes: &[String],
     every: Duration,
     event_time: DateTime<Utc>,
 ) -> anyhow::Result<Vec<(String, DateTime<Utc>)>> {
-    let options = fleet_runtime::mqtt_options(mqtt_url, &format!("{run}-probes"))?;
+    // One gateway relays every probe pump: with TLS on, a client can publish only under
+    // its own certificate's gateway id.
+    harness::issue_gateway_certs([PROBE_GATEWAY])?;
+    let options = mqtt.options(&format!("{run}-probes"), PROBE_GATEWAY)?;
     let (client, mut eventloop) = AsyncClient::new(options, 100);
     let pump = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
     let mut sent = Vec::with_capacity(probes.len());
@@ -391,7 +396,7 @@ async fn send_probes(
         tick.tick().await;
         let at = Utc::now();
         let mut reading = Reading::example(pump_id, 1, event_time);
-        reading.gateway_id = format!("gw-{pump_id}");
+        reading.gateway_id = PROBE_GATEWAY.to_owned();
         reading.reservoir_ml = reading.low_reservoir_threshold_ml;
         let payload = fleet_core::protobuf::encode_reading(&reading);
         client

@@ -186,7 +186,7 @@ async fn ceilings(
     messages: usize,
     bytes: usize,
 ) -> anyhow::Result<Ceilings> {
-    let mqtt = raw_mqtt(&env.mqtt_url, run, messages, bytes).await?;
+    let mqtt = raw_mqtt(&env.mqtt(), run, messages, bytes).await?;
     eprintln!("raw mqtt publish→subscribe: {mqtt:.0} msg/s");
     let kafka_produce = raw_kafka_produce(&env.kafka_brokers, run, readings, messages).await?;
     eprintln!("raw kafka produce: {kafka_produce:.0} msg/s");
@@ -210,7 +210,7 @@ async fn telemetry_beside_connections(
         concurrency: cli.connect_concurrency,
         keep_alive: cli.keep_alive,
     };
-    let held = mqtt_connections::open(&env.mqtt_url, run, &plan).await?;
+    let held = mqtt_connections::open(&env.mqtt(), run, &plan).await?;
     let opened = held.opened();
     eprintln!(
         "mqtt connections: {} of {} up in {:.1} s, {} failed; this process {} → {} KiB",
@@ -402,9 +402,17 @@ impl Report<'_> {
 }
 
 /// One publisher, one subscriber, QoS 1, through the same broker: messages/s received.
-async fn raw_mqtt(url: &str, run: &str, messages: usize, bytes: usize) -> anyhow::Result<f64> {
-    let topic = format!("bench/{run}/raw");
-    let sub_opts = fleet_runtime::mqtt_options(url, &format!("{run}-sub"))?;
+/// Both are the operator identity, on a probe topic (the one the broker's ACL lets it
+/// write), over the same TLS as every other client.
+async fn raw_mqtt(
+    mqtt: &fleet_runtime::MqttConfig,
+    run: &str,
+    messages: usize,
+    bytes: usize,
+) -> anyhow::Result<f64> {
+    use fleet_runtime::mqtt::OPERATOR_IDENTITY;
+    let topic = format!("fleet/probe/bench/{run}/raw");
+    let sub_opts = mqtt.options(&format!("{run}-sub"), OPERATOR_IDENTITY)?;
     let (sub, mut sub_loop) = AsyncClient::new(sub_opts, 1000);
     sub.subscribe(&topic, QoS::AtLeastOnce).await?;
     loop {
@@ -412,7 +420,7 @@ async fn raw_mqtt(url: &str, run: &str, messages: usize, bytes: usize) -> anyhow
             break;
         }
     }
-    let mut pub_opts = fleet_runtime::mqtt_options(url, &format!("{run}-pub"))?;
+    let mut pub_opts = mqtt.options(&format!("{run}-pub"), OPERATOR_IDENTITY)?;
     pub_opts.set_inflight(1000);
     let (publisher, mut pub_loop) = AsyncClient::new(pub_opts, 1000);
     let payload = vec![7u8; bytes];

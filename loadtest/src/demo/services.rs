@@ -131,6 +131,9 @@ impl Processes {
     /// when everything stops, so that no reading is taken that cannot be delivered.
     pub fn start_gateways(&mut self, plan: &Plan, clock: FleetClock) -> anyhow::Result<()> {
         let time = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        // With TLS on, each gateway connects with a certificate of its own id, issued
+        // here under the stack's CA (kept if already there).
+        harness::issue_gateway_certs(plan.truth.pumps.iter().map(|p| &p.gateway_id))?;
         let mut command = self.command("fleet-gateway")?;
         command
             .args(["--fleet", "--pumps", &plan.pumps.to_string()])

@@ -1,5 +1,6 @@
 //! The operator CLI's commands, as a library so tests can run them in-process.
 
+pub mod certs;
 pub mod readings;
 pub mod receiver;
 pub mod registry;

@@ -50,6 +50,11 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Make a local CA and the MQTT link's certificates (broker, ingest, operator, one
+    /// per gateway with CN = gateway id) for the local stack, the demo and tests.
+    /// Idempotent: reuses the CA, keeps what exists (--renew issues leaves again). Keys
+    /// are written 0600 and never printed. See docs/security.md.
+    Certs(CertsArgs),
     /// Reports over the archive for post-market surveillance (definitions in
     /// docs/surveillance.md). Windows are [--from, --to) in UTC.
     Report {
@@ -151,6 +156,27 @@ struct ReceiverArgs {
     tls_key: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+struct CertsArgs {
+    /// Directory to write to (made if missing): ca.crt/.key, server.crt/.key,
+    /// clients/{identity}.crt/.key. FLEET_MQTT_CERT_DIR is its `clients` directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// A gateway to issue a certificate for (repeatable).
+    #[arg(long = "gateway", value_name = "GATEWAY_ID")]
+    gateways: Vec<String>,
+    /// Issue a certificate for every gateway of this registry file (contract §5).
+    #[arg(long, value_name = "REGISTRY")]
+    gateways_from: Vec<PathBuf>,
+    /// Another name (DNS name or IP address) for the broker's certificate, besides
+    /// 127.0.0.1 and localhost (repeatable).
+    #[arg(long)]
+    server_name: Vec<String>,
+    /// Issue the broker's and clients' certificates again under the same CA (rotation).
+    #[arg(long)]
+    renew: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum ReadingsCommand {
     /// Count valid readings; name each invalid line and why. Exits 1 if any is invalid.
@@ -200,6 +226,7 @@ fn main() -> ExitCode {
             command: RegistryCommand::Import { file, prune },
         } => import_registry(&cli.endpoints.database_url, &file, prune),
         Command::Receiver(args) => run_receiver(args).map(|()| true),
+        Command::Certs(args) => run_certs(args).map(|()| true),
         Command::Report { command } => run_report(&cli.endpoints.database_url, command),
         Command::User { command } => run_user(&cli.endpoints.database_url, command),
     };
@@ -211,6 +238,33 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_CANNOT_RUN)
         }
     }
+}
+
+fn run_certs(args: CertsArgs) -> anyhow::Result<()> {
+    let mut gateways = args.gateways;
+    for registry in &args.gateways_from {
+        gateways.extend(fleetctl::certs::gateways_of_registry(registry)?);
+    }
+    let report = fleetctl::certs::make(&fleetctl::certs::CertsPlan {
+        out: args.out.clone(),
+        gateways,
+        server_names: args.server_name,
+        renew: args.renew,
+    })?;
+    eprintln!(
+        "fleetctl: certificates in {} ({}; {} issued, {} kept); FLEET_MQTT_CA_FILE={} FLEET_MQTT_CERT_DIR={}",
+        args.out.display(),
+        if report.ca_created {
+            "new CA"
+        } else {
+            "CA reused"
+        },
+        report.issued.len(),
+        report.kept,
+        args.out.join("ca.crt").display(),
+        fleetctl::certs::clients_dir(&args.out).display(),
+    );
+    Ok(())
 }
 
 /// `Ok(false)` (exit 1) for a bad file, `Err` (exit 2) when it could not run.

@@ -20,8 +20,9 @@ pub struct ComponentStatus {
 
 /// Checks the three components concurrently.
 pub async fn check(endpoints: &Endpoints) -> Vec<ComponentStatus> {
+    let mqtt_config = endpoints.mqtt();
     let (mqtt, kafka, database) = tokio::join!(
-        bounded(check_mqtt(&endpoints.mqtt_url)),
+        bounded(check_mqtt(&mqtt_config)),
         bounded(check_kafka(&endpoints.kafka_brokers)),
         bounded(check_database(&endpoints.database_url)),
     );
@@ -66,16 +67,25 @@ async fn bounded(check: impl Future<Output = anyhow::Result<String>>) -> anyhow:
         .map_err(|_| anyhow!("no answer within {CHECK_TIMEOUT:?}"))?
 }
 
-/// Subscribes to a fresh topic, publishes to it at QoS 1, and waits to receive it.
-async fn check_mqtt(url: &str) -> anyhow::Result<String> {
+/// Subscribes to a fresh probe topic (`fleet/probe/...`, outside every gateway's
+/// namespace; the broker's ACL lets the operator identity use it), publishes to it at
+/// QoS 1, and waits to receive it.
+async fn check_mqtt(mqtt: &fleet_runtime::MqttConfig) -> anyhow::Result<String> {
     let nonce = format!("{}-{}", std::process::id(), chrono_free_nonce());
-    let topic = format!("fleet/v1/_stack_check/{nonce}");
-    let options = fleet_runtime::mqtt_options(url, &format!("fleetctl-check-{nonce}"))?;
+    let topic = format!("fleet/probe/{nonce}");
+    let options = mqtt.options(
+        &format!("fleetctl-check-{nonce}"),
+        fleet_runtime::mqtt::OPERATOR_IDENTITY,
+    )?;
     let (client, mut events) = AsyncClient::new(options, 10);
     client.subscribe(&topic, QoS::AtLeastOnce).await?;
     loop {
         match events.poll().await.context("mqtt connection")? {
-            Event::Incoming(Packet::SubAck(_)) => {
+            Event::Incoming(Packet::SubAck(ack)) => {
+                anyhow::ensure!(
+                    !fleet_runtime::mqtt::suback_refused(&ack),
+                    "the broker refused the subscription to {topic} (ACL)"
+                );
                 client
                     .publish(&topic, QoS::AtLeastOnce, false, b"ping".to_vec())
                     .await?;

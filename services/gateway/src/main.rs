@@ -114,7 +114,7 @@ impl Cli {
     }
 
     fn session(&self, gateway_id: &str) -> SessionConfig {
-        let mut c = SessionConfig::new(gateway_id, &self.endpoints.mqtt_url);
+        let mut c = SessionConfig::new(gateway_id, &self.endpoints.mqtt());
         c.encoding = match self.encoding {
             Encoding::Pb => ReadingEncoding::Protobuf,
             Encoding::Json => ReadingEncoding::Json,

@@ -1,9 +1,9 @@
 //! What a gateway process counts; in fleet mode the figures are sums over its virtual
 //! gateways (never a label per gateway or pump).
 
-use fleet_runtime::metrics::{counter, gauge};
+use fleet_runtime::metrics::{counter, counter_vec, gauge};
 use fleet_runtime::serve::Readiness;
-use prometheus::{IntCounter, IntGauge, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
 
 #[derive(Debug, Clone)]
 pub struct GatewayMetrics {
@@ -14,6 +14,12 @@ pub struct GatewayMetrics {
     pub dropped_total: IntCounter,
     pub reconnects_total: IntCounter,
     pub bad_acks_total: IntCounter,
+    /// Connection attempts that failed before the broker accepted them, by
+    /// `fleet_runtime::mqtt::failure_reason` (a refused certificate is `tls`).
+    pub connect_failures_total: IntCounterVec,
+    /// Acks subscriptions the broker refused (its ACL: the certificate is not this
+    /// gateway's).
+    pub subscribe_refused_total: IntCounter,
     pub outbox_depth: IntGauge,
     pub connected: IntGauge,
     /// Ready while at least one of the process's gateways is connected.
@@ -53,6 +59,23 @@ impl GatewayMetrics {
                 &r,
                 "fleet_gateway_bad_acks_total",
                 "End-to-end acks that could not be read",
+            ),
+            connect_failures_total: {
+                let c = counter_vec(
+                    &r,
+                    "fleet_gateway_connect_failures_total",
+                    "MQTT connection attempts that failed before the broker accepted them, by reason (tls: handshake failed or certificate refused; refused: CONNACK refusal; closed: closed without a word, as a TLS listener does to plain MQTT; unreachable; timeout; other)",
+                    &["reason"],
+                );
+                for reason in fleet_runtime::mqtt::FAILURE_REASONS {
+                    c.with_label_values(&[reason]);
+                }
+                c
+            },
+            subscribe_refused_total: counter(
+                &r,
+                "fleet_gateway_subscribe_refused_total",
+                "Acks subscriptions the broker refused (ACL: the certificate is not this gateway's)",
             ),
             outbox_depth: gauge(
                 &r,

@@ -43,7 +43,9 @@ use crate::outbox::{Outbox, Pending};
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     pub gateway_id: String,
-    pub mqtt_url: String,
+    /// The broker; with mqtts, this gateway authenticates with the certificate of its
+    /// own id (`{cert_dir}/{gateway_id}.crt`, or the one cert file given).
+    pub mqtt: fleet_runtime::MqttConfig,
     pub encoding: ReadingEncoding,
     /// Most readings published and not yet acknowledged.
     pub window: usize,
@@ -55,10 +57,10 @@ pub struct SessionConfig {
 }
 
 impl SessionConfig {
-    pub fn new(gateway_id: &str, mqtt_url: &str) -> Self {
+    pub fn new(gateway_id: &str, mqtt: &fleet_runtime::MqttConfig) -> Self {
         SessionConfig {
             gateway_id: gateway_id.to_owned(),
-            mqtt_url: mqtt_url.to_owned(),
+            mqtt: mqtt.clone(),
             encoding: ReadingEncoding::Protobuf,
             window: 100,
             resend_after: Duration::from_secs(30),
@@ -79,7 +81,10 @@ pub async fn run<L: PumpLink>(
 ) -> anyhow::Result<()> {
     let outbox = Arc::new(outbox);
     let gw = config.gateway_id.clone();
-    let mut options = fleet_runtime::mqtt_options(&config.mqtt_url, &gw)?;
+    let mut options = config
+        .mqtt
+        .options(&gw, &gw)
+        .with_context(|| format!("gateway {gw}: mqtt configuration"))?;
     let offline = status_payload(&gw, false, &outbox, None).await?;
     options
         .set_clean_session(true)
@@ -122,7 +127,15 @@ pub async fn run<L: PumpLink>(
                     publish_status(&client, &gw, true, &outbox, last_pump_contact).await;
                     fill_window(&client, &config, &outbox, &mut published, &metrics).await?;
                 }
-                Ok(Event::Incoming(Packet::SubAck(_))) => acks.answered(),
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    acks.answered();
+                    if fleet_runtime::mqtt::suback_refused(&ack) {
+                        // Not resent: the ACL will not change its mind, and nothing
+                        // will be acknowledged until the certificate is this gateway's.
+                        metrics.subscribe_refused_total.inc();
+                        tracing::error!(gateway_id = %gw, topic = %acks_topic(&gw), "the broker refused this gateway's acks subscription (ACL): is its certificate issued to this gateway id?");
+                    }
+                }
                 Ok(Event::Incoming(Packet::Publish(p))) if p.topic == acks_topic(&gw) => {
                     if apply_ack(&p.payload, &outbox, &mut published, &metrics).await? > 0 {
                         resend_after = config.resend_after;
@@ -131,15 +144,22 @@ pub async fn run<L: PumpLink>(
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    let delay = backoff.next_delay();
+                    let retry_in_ms = delay.as_millis() as u64;
                     if connected {
                         metrics.reconnects_total.inc();
                         metrics.connected.dec();
                         metrics.readiness.set(metrics.connected.get() > 0);
+                        tracing::warn!(gateway_id = %gw, error = %e, retry_in_ms, "mqtt connection lost");
+                    } else {
+                        // Never accepted: a refused certificate, a plain client at a TLS
+                        // listener, a broker that is down. Counted by reason.
+                        let reason = fleet_runtime::mqtt::failure_reason(&e);
+                        metrics.connect_failures_total.with_label_values(&[reason]).inc();
+                        tracing::warn!(gateway_id = %gw, reason, error = %e, retry_in_ms, "mqtt connection attempt failed");
                     }
                     connected = false;
                     acks.disconnected();
-                    let delay = backoff.next_delay();
-                    tracing::warn!(gateway_id = %gw, error = %e, retry_in_ms = delay.as_millis() as u64, "mqtt connection lost");
                     reconnect_at = Some(Instant::now() + delay);
                 }
             },

@@ -16,6 +16,8 @@ pub struct IngestMetrics {
     pub puback_waits_total: IntCounter,
     pub mqtt_disconnects_total: IntCounter,
     pub subscribe_retries_total: IntCounter,
+    pub subscribe_refused_total: IntCounter,
+    pub connect_failures_total: IntCounterVec,
     pub in_flight: IntGauge,
     pub registry_version: IntGauge,
     pub registry_refresh_failures_total: IntCounter,
@@ -71,6 +73,23 @@ impl IngestMetrics {
                 "fleet_ingest_subscribe_retries_total",
                 "Readings subscriptions sent again after going unanswered (no reading arrives meanwhile)",
             ),
+            subscribe_refused_total: counter(
+                &r,
+                "fleet_ingest_subscribe_refused_total",
+                "Readings subscriptions the broker refused (ACL: the certificate is not ingest's)",
+            ),
+            connect_failures_total: {
+                let c = counter_vec(
+                    &r,
+                    "fleet_ingest_connect_failures_total",
+                    "MQTT connection attempts that failed before the broker accepted them, by reason (tls, refused, closed, unreachable, timeout, other)",
+                    &["reason"],
+                );
+                for reason in fleet_runtime::mqtt::FAILURE_REASONS {
+                    c.with_label_values(&[reason]);
+                }
+                c
+            },
             in_flight: gauge(
                 &r,
                 "fleet_ingest_in_flight_readings",

@@ -90,7 +90,14 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::R
     )
     .await?;
 
-    let mut options = fleet_runtime::mqtt_options(&config.endpoints.mqtt_url, &config.client_id)?;
+    // Ingest's identity: with mqtts, the `fleet-ingest` certificate (or the one cert
+    // file given), which the broker's ACL lets read every gateway's readings and write
+    // every gateway's acks.
+    let mut options = config
+        .endpoints
+        .mqtt()
+        .options(&config.client_id, fleet_runtime::mqtt::INGEST_IDENTITY)
+        .context("ingest: mqtt configuration")?;
     options
         // Clean: a persistent session of a replica that is gone would keep receiving its
         // share of readings at the broker, delaying them until the gateways resend.
@@ -173,6 +180,7 @@ async fn mqtt_loop(
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     let mut readings =
         Subscription::new(INGEST_SHARED_SUBSCRIPTION, QoS::AtLeastOnce, SUBACK_TIMEOUT);
+    let mut connected = false;
     loop {
         let event = tokio::select! {
             event = eventloop.poll() => event,
@@ -186,13 +194,24 @@ async fn mqtt_loop(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                connected = true;
                 backoff.reset();
                 tracing::info!(session_present = ack.session_present, "mqtt connected");
                 readings.connected(&client);
             }
-            Ok(Event::Incoming(Packet::SubAck(_))) => {
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
                 readings.answered();
-                readiness.set(true);
+                if fleet_runtime::mqtt::suback_refused(&ack) {
+                    // Unready for good: the ACL does not let this identity read the
+                    // readings; resending would not change that.
+                    metrics.subscribe_refused_total.inc();
+                    tracing::error!(
+                        topic = INGEST_SHARED_SUBSCRIPTION,
+                        "the broker refused ingest's readings subscription (ACL): is the certificate fleet-ingest's?"
+                    );
+                } else {
+                    readiness.set(true);
+                }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 if shutdown.is_cancelled() {
@@ -211,7 +230,17 @@ async fn mqtt_loop(
                 readings.disconnected();
                 metrics.mqtt_disconnects_total.inc();
                 let delay = backoff.next_delay();
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "mqtt connection lost");
+                let retry_in_ms = delay.as_millis() as u64;
+                if std::mem::take(&mut connected) {
+                    tracing::warn!(error = %e, retry_in_ms, "mqtt connection lost");
+                } else {
+                    let reason = fleet_runtime::mqtt::failure_reason(&e);
+                    metrics
+                        .connect_failures_total
+                        .with_label_values(&[reason])
+                        .inc();
+                    tracing::warn!(reason, error = %e, retry_in_ms, "mqtt connection attempt failed");
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stop.cancelled() => return,

@@ -2,25 +2,45 @@
 //! logs. Each service and `fleetctl` flatten [`Endpoints`] into their own arguments, so
 //! `eval "$(deploy/local/stack.sh env)"` is all a user needs before starting any of them.
 
+use std::path::PathBuf;
+
 use clap::Args;
 
 pub mod backoff;
 pub mod config_file;
 pub mod input;
 pub mod metrics;
+pub mod mqtt;
 pub mod serve;
 pub mod shutdown;
 pub mod subscription;
 
 pub use backoff::Backoff;
+pub use mqtt::MqttConfig;
 
 /// The three pieces of infrastructure. Each is read from a `FLEET_*` environment
 /// variable; a flag overrides it; the default is the local stack's loopback port.
 #[derive(Debug, Clone, Args)]
 pub struct Endpoints {
-    /// MQTT broker the gateways publish to (`mqtt://host:port`).
+    /// MQTT broker the gateways publish to: `mqtts://host:port` (TLS with a client
+    /// certificate, as the local stack runs it) or `mqtt://host:port` (plain).
     #[arg(long, env = "FLEET_MQTT_URL", default_value = "mqtt://127.0.0.1:18830")]
     pub mqtt_url: String,
+    /// PEM file of the CA the MQTT broker's certificate must chain to (mqtts only).
+    #[arg(long, env = "FLEET_MQTT_CA_FILE")]
+    pub mqtt_ca_file: Option<PathBuf>,
+    /// PEM client certificate of this process's MQTT identity (mqtts only; with
+    /// --mqtt-key-file). Wins over --mqtt-cert-dir.
+    #[arg(long, env = "FLEET_MQTT_CERT_FILE")]
+    pub mqtt_cert_file: Option<PathBuf>,
+    /// PEM private key of --mqtt-cert-file.
+    #[arg(long, env = "FLEET_MQTT_KEY_FILE")]
+    pub mqtt_key_file: Option<PathBuf>,
+    /// Directory of `{identity}.crt` and `{identity}.key` client certificates (mqtts
+    /// only): a gateway's identity is its gateway id, ingest's `fleet-ingest`, fleetctl's
+    /// `fleet-operator`.
+    #[arg(long, env = "FLEET_MQTT_CERT_DIR")]
+    pub mqtt_cert_dir: Option<PathBuf>,
     /// Kafka bootstrap servers (`host:port[,host:port...]`).
     #[arg(long, env = "FLEET_KAFKA_BROKERS", default_value = "127.0.0.1:19092")]
     pub kafka_brokers: String,
@@ -45,46 +65,15 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// An endpoint that cannot be used as given.
-#[derive(Debug, thiserror::Error)]
-pub enum EndpointError {
-    #[error("mqtt url {url:?}: {problem} (expected mqtt://host:port)")]
-    MqttUrl { url: String, problem: &'static str },
-}
-
-/// MQTT client options for `mqtt://host[:port]` (port 1883 when omitted).
-pub fn mqtt_options(url: &str, client_id: &str) -> Result<rumqttc::MqttOptions, EndpointError> {
-    let bad = |problem| EndpointError::MqttUrl {
-        url: url.to_owned(),
-        problem,
-    };
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| bad("unsupported scheme"))?;
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) => (host, port.parse().map_err(|_| bad("bad port"))?),
-        None => (authority, 1883),
-    };
-    if host.is_empty() {
-        return Err(bad("missing host"));
-    }
-    Ok(rumqttc::MqttOptions::new(client_id, host, port))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mqtt_urls() {
-        let o = mqtt_options("mqtt://127.0.0.1:18830", "c").expect("valid");
-        assert_eq!(o.broker_address(), ("127.0.0.1".to_owned(), 18830));
-        let o = mqtt_options("mqtt://broker", "c").expect("valid");
-        assert_eq!(o.broker_address().1, 1883);
-        for bad in ["http://x:1", "mqtt://:1", "mqtt://h:port", "127.0.0.1:1883"] {
-            assert!(mqtt_options(bad, "c").is_err(), "{bad}");
+impl Endpoints {
+    /// The MQTT broker and this process's TLS material.
+    pub fn mqtt(&self) -> MqttConfig {
+        MqttConfig {
+            url: self.mqtt_url.clone(),
+            ca_file: self.mqtt_ca_file.clone(),
+            cert_file: self.mqtt_cert_file.clone(),
+            key_file: self.mqtt_key_file.clone(),
+            cert_dir: self.mqtt_cert_dir.clone(),
         }
     }
 }
