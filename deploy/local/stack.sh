@@ -398,8 +398,14 @@ EOF
 mqtt_start() {
     local pid conf bin
     if pid=$(mqtt_pid); then
-        log "mqtt: already running (pid $pid)"
-        return 0
+        # A broker started by an older stack.sh listens in plain MQTT, while 'env'
+        # now says mqtts://: restart it with the TLS configuration.
+        if grep -q '^require_certificate true' "$STATE/mqtt/mosquitto.conf" 2>/dev/null; then
+            log "mqtt: already running (pid $pid)"
+            return 0
+        fi
+        log "mqtt: running (pid $pid) without TLS (started by an older stack.sh); restarting it with TLS"
+        stop_pidfile mqtt "$MQTT_PIDFILE" mosquitto
     fi
     rm -f -- "$MQTT_PIDFILE"
     require_port_free mqtt "$MQTT_PORT"
