@@ -37,6 +37,33 @@ pub fn verify(secret: &[u8], payload: &[u8], signature: &str) -> bool {
     mac.verify_slice(&digest).is_ok()
 }
 
+/// Why a page's signature was refused; the message tells the sender what to fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PageSignatureError {
+    #[error("unsigned page: no {SIGNATURE_METADATA_KEY} metadata")]
+    Missing,
+    #[error(
+        "bad page signature: {SIGNATURE_METADATA_KEY} does not verify with this receiver's \
+         secret (different secret, or the page was altered)"
+    )]
+    Mismatch,
+}
+
+/// A receiver's check of a page: `signed` is the page as encoded (prost re-encodes a
+/// decoded page to the bytes the sender signed), `signature` the metadata value if any.
+pub fn check_page(
+    secret: &[u8],
+    signed: &[u8],
+    signature: Option<&str>,
+) -> Result<(), PageSignatureError> {
+    let signature = signature.ok_or(PageSignatureError::Missing)?;
+    if verify(secret, signed, signature) {
+        Ok(())
+    } else {
+        Err(PageSignatureError::Mismatch)
+    }
+}
+
 fn mac(secret: &[u8]) -> Hmac<Sha256> {
     // HMAC takes keys of any length (long ones are hashed): this cannot fail.
     <Hmac<Sha256> as KeyInit>::new_from_slice(secret)

@@ -22,7 +22,7 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, SubsecRound, Utc};
 use fleet_core::AlarmEvent;
 use fleet_core::protobuf::alarm_of_notification;
-use fleet_core::signing::{SIGNATURE_METADATA_KEY, verify};
+use fleet_core::signing::{SIGNATURE_METADATA_KEY, check_page};
 use fleet_proto::clinic::v1::alarm_receiver_server::{AlarmReceiver, AlarmReceiverServer};
 use fleet_proto::clinic::v1::{AlarmNotification, DeliveryReceipt};
 use fleet_proto::prost::Message;
@@ -374,24 +374,16 @@ impl Pager {
     /// The signature covers the page's protobuf bytes; prost re-encodes a decoded page
     /// to the bytes the sender signed (fields in number order, evidence map sorted).
     fn authenticate(&self, request: &Request<AlarmNotification>) -> Result<(), Status> {
-        let Some(value) = request.metadata().get(SIGNATURE_METADATA_KEY) else {
-            return Err(Status::unauthenticated(format!(
-                "unsigned page: no {SIGNATURE_METADATA_KEY} metadata"
-            )));
-        };
-        let signature = value.to_str().unwrap_or_default();
-        if verify(
+        let signature = request
+            .metadata()
+            .get(SIGNATURE_METADATA_KEY)
+            .map(|value| value.to_str().unwrap_or_default());
+        check_page(
             &self.secret.0,
             &request.get_ref().encode_to_vec(),
             signature,
-        ) {
-            Ok(())
-        } else {
-            Err(Status::unauthenticated(format!(
-                "bad page signature: {SIGNATURE_METADATA_KEY} does not verify with this \
-                 receiver's secret (different secret, or the page was altered)"
-            )))
-        }
+        )
+        .map_err(|e| Status::unauthenticated(e.to_string()))
     }
 }
 

@@ -3,7 +3,8 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 fn register<M: Collector + Clone + 'static>(
@@ -24,6 +25,14 @@ pub fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
 
 pub fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     register(registry, name, IntGauge::new(name, help))
+}
+
+pub fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(
+        registry,
+        name,
+        IntGaugeVec::new(Opts::new(name, help), labels),
+    )
 }
 
 pub fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -57,4 +66,10 @@ pub fn seconds_histogram_vec(
 ) -> HistogramVec {
     let opts = HistogramOpts::new(name, help).buckets(seconds_buckets());
     register(registry, name, HistogramVec::new(opts, labels))
+}
+
+/// A histogram with buckets of its own (for example a round trip measured in minutes).
+pub fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let opts = HistogramOpts::new(name, help).buckets(buckets);
+    register(registry, name, Histogram::with_opts(opts))
 }
