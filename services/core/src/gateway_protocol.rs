@@ -46,6 +46,8 @@ pub fn acks_topic(gateway_id: &str) -> String {
 
 /// The filter every ingest replica shares: the broker hands each reading to one of them.
 pub const INGEST_SHARED_SUBSCRIPTION: &str = "$share/ingest/fleet/v1/+/readings/+";
+/// Every gateway's retained status (not shared: each follower sees the whole fleet).
+pub const STATUS_SUBSCRIPTION: &str = "fleet/v1/+/status";
 
 /// Splits a contract topic into the gateway id and what the topic is for.
 pub fn parse_topic(topic: &str) -> Option<(&str, TopicKind)> {

@@ -23,6 +23,14 @@ pub struct IngestConfig {
     /// MQTT client id; unique per replica (two replicas with one id disconnect each other).
     #[arg(long, env = "FLEET_INGEST_CLIENT_ID", default_value = "fleet-ingest-0")]
     pub client_id: String,
+    /// Most gateways whose retained status is followed and totalled (about 100 bytes
+    /// each); statuses of further gateways are counted as over capacity.
+    #[arg(
+        long,
+        env = "FLEET_INGEST_GATEWAY_STATUS_CAPACITY",
+        default_value_t = 200_000
+    )]
+    pub gateway_status_capacity: usize,
     /// Payloads above this size are dead-lettered (`oversized`) without decoding.
     #[arg(long, env = "FLEET_INGEST_MAX_PAYLOAD_BYTES", default_value_t = 64 * 1024)]
     pub max_payload_bytes: usize,

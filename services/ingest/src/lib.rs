@@ -8,6 +8,7 @@
 
 pub mod acks;
 pub mod config;
+pub mod gateway_status;
 pub mod metrics;
 pub mod pairing;
 pub mod pipeline;

@@ -1,12 +1,16 @@
 //! What the ingest counts. Names follow `fleet_<component>_<what>_<unit>[_total]`; no
 //! label ever names a pump or a gateway (that would be one series per patient).
 
-use fleet_runtime::metrics::{counter, counter_vec, gauge, seconds_histogram};
+use fleet_runtime::metrics::{counter, counter_vec, gauge, gauge_vec, seconds_histogram};
+
+use crate::gateway_status::StatusMetrics;
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
 
 #[derive(Debug, Clone)]
 pub struct IngestMetrics {
     pub registry: Registry,
+    /// The gateways' retained statuses, totalled ([`crate::gateway_status`]).
+    pub gateway_status: StatusMetrics,
     pub readings_total: IntCounter,
     pub produce_seconds: Histogram,
     pub dead_letters_total: IntCounterVec,
@@ -105,6 +109,39 @@ impl IngestMetrics {
                 "fleet_ingest_registry_refresh_failures_total",
                 "Registry refreshes that failed (the registry in hand stays in use)",
             ),
+            gateway_status: StatusMetrics {
+                gateways: gauge_vec(
+                    &r,
+                    "fleet_ingest_gateways",
+                    "Gateways by their last retained status (online, offline)",
+                    &["state"],
+                ),
+                outbox_readings: gauge(
+                    &r,
+                    "fleet_ingest_gateway_outbox_readings",
+                    "Readings waiting in the gateways' outboxes for an end-to-end ack, as the gateways last reported",
+                ),
+                outbox_max_readings: gauge(
+                    &r,
+                    "fleet_ingest_gateway_outbox_max_readings",
+                    "The deepest single gateway outbox, as last reported",
+                ),
+                outbox_dropped_readings: gauge(
+                    &r,
+                    "fleet_ingest_gateway_outbox_dropped_readings",
+                    "Readings the gateways report having dropped from full outboxes (lifetime, summed)",
+                ),
+                invalid_total: counter(
+                    &r,
+                    "fleet_ingest_gateway_status_invalid_total",
+                    "Gateway statuses that could not be read or named another gateway than their topic",
+                ),
+                over_capacity_total: counter(
+                    &r,
+                    "fleet_ingest_gateway_status_over_capacity_total",
+                    "Statuses of gateways beyond --gateway-status-capacity, not counted",
+                ),
+            },
             registry: r,
         }
     }

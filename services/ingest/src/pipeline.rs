@@ -124,6 +124,21 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::R
         shutdown.clone(),
         stop_mqtt.clone(),
     ));
+    // The gateways' statuses, on a connection of their own (same identity).
+    let status_options = config
+        .endpoints
+        .mqtt()
+        .options(
+            &format!("{}-status", config.client_id),
+            fleet_runtime::mqtt::INGEST_IDENTITY,
+        )
+        .context("ingest: mqtt configuration for gateway statuses")?;
+    let statuses = tokio::spawn(crate::gateway_status::follow(
+        status_options,
+        config.gateway_status_capacity,
+        metrics.gateway_status.clone(),
+        shutdown.clone(),
+    ));
     tracing::info!(
         client_id = %config.client_id,
         registry_pumps = pairing.borrow().pumps.len(),
@@ -159,6 +174,8 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::R
     {
         stop_mqtt.cancel();
     }
+    // It stops on `shutdown` by itself; bounded all the same.
+    let _ = tokio::time::timeout(Duration::from_secs(5), statuses).await;
     tracing::info!("ingest stopped");
     Ok(())
 }
