@@ -1,5 +1,7 @@
 //! The API over gRPC (`fleet.api.v1.FleetApi`): the token in the `authorization`
-//! metadata, the operations in [`Service`], the answers mapped to protobuf.
+//! metadata, the operations in [`Service`], the answers mapped to protobuf. The
+//! caller's address is the connection's (`Request::remote_addr`), or the client a
+//! trusted proxy names in `x-forwarded-for` metadata (see `limits.rs`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -7,13 +9,12 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use fleet_proto::api::v1 as pb;
 use fleet_proto::api::v1::fleet_api_server::FleetApi;
-use fleet_store::access::User;
 use prost_types::Timestamp;
 use tonic::{Request, Response, Status};
 
 use crate::metrics::ApiMetrics;
 use crate::model::{self, AcknowledgeRequest, AlarmFilter};
-use crate::service::{ApiError, Service};
+use crate::service::{ApiError, Caller, Service};
 
 #[derive(Debug, Clone)]
 pub struct Grpc {
@@ -43,13 +44,22 @@ impl Grpc {
         answer
     }
 
-    async fn caller<T>(&self, request: &Request<T>, what: &str) -> Result<User, Status> {
+    async fn caller<T>(&self, request: &Request<T>, what: &str) -> Result<Caller, Status> {
         let token = request
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        Ok(self.service.authenticate(token, what).await?)
+        let forwarded = request
+            .metadata()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        let origin = self
+            .service
+            .limits()
+            .origin("grpc", request.remote_addr(), forwarded);
+        Ok(self.service.authenticate(token, what, origin).await?)
     }
 }
 
@@ -60,6 +70,7 @@ impl From<ApiError> for Status {
             ApiError::Denied(_) => Status::permission_denied(e.to_string()),
             ApiError::NotFound(_) => Status::not_found(e.to_string()),
             ApiError::Invalid(_) => Status::invalid_argument(e.to_string()),
+            ApiError::RateLimited { .. } => Status::resource_exhausted(e.to_string()),
             ApiError::Unavailable(inner) => {
                 tracing::error!(error = %inner, "database error answering an API call");
                 Status::unavailable(e.to_string())
@@ -114,7 +125,7 @@ impl Grpc {
         &self,
         request: Request<pb::ListAlarmsRequest>,
     ) -> Result<Response<pb::ListAlarmsResponse>, Status> {
-        let user = self.caller(&request, "ListAlarms").await?;
+        let caller = self.caller(&request, "ListAlarms").await?;
         let r = request.into_inner();
         let filter = AlarmFilter {
             state: some(r.state),
@@ -126,7 +137,7 @@ impl Grpc {
             active: r.active,
             limit: (r.limit > 0).then_some(r.limit),
         };
-        let alarms = self.service.list_alarms(&user, filter).await?;
+        let alarms = self.service.list_alarms(&caller, filter).await?;
         Ok(Response::new(pb::ListAlarmsResponse {
             alarms: alarms.into_iter().map(alarm).collect(),
         }))
@@ -136,10 +147,10 @@ impl Grpc {
         &self,
         request: Request<pb::GetAlarmRequest>,
     ) -> Result<Response<pb::GetAlarmResponse>, Status> {
-        let user = self.caller(&request, "GetAlarm").await?;
+        let caller = self.caller(&request, "GetAlarm").await?;
         let detail = self
             .service
-            .get_alarm(&user, &request.into_inner().alarm_id)
+            .get_alarm(&caller, &request.into_inner().alarm_id)
             .await?;
         Ok(Response::new(pb::GetAlarmResponse {
             alarm: Some(alarm(detail.alarm)),
@@ -197,12 +208,12 @@ impl Grpc {
         &self,
         request: Request<pb::AcknowledgeAlarmRequest>,
     ) -> Result<Response<pb::AcknowledgeAlarmResponse>, Status> {
-        let user = self.caller(&request, "AcknowledgeAlarm").await?;
+        let caller = self.caller(&request, "AcknowledgeAlarm").await?;
         let r = request.into_inner();
         let answer = self
             .service
             .acknowledge(
-                &user,
+                &caller,
                 &r.alarm_id,
                 &AcknowledgeRequest {
                     clinician: r.clinician,
@@ -219,8 +230,8 @@ impl Grpc {
         &self,
         request: Request<pb::ListPumpsRequest>,
     ) -> Result<Response<pb::ListPumpsResponse>, Status> {
-        let user = self.caller(&request, "ListPumps").await?;
-        let pumps = self.service.list_pumps(&user).await?;
+        let caller = self.caller(&request, "ListPumps").await?;
+        let pumps = self.service.list_pumps(&caller).await?;
         Ok(Response::new(pb::ListPumpsResponse {
             pumps: pumps
                 .into_iter()
@@ -243,14 +254,14 @@ impl Grpc {
         &self,
         request: Request<pb::GetPumpTimelineRequest>,
     ) -> Result<Response<pb::GetPumpTimelineResponse>, Status> {
-        let user = self.caller(&request, "GetPumpTimeline").await?;
+        let caller = self.caller(&request, "GetPumpTimeline").await?;
         let r = request.into_inner();
         let (Some(from), Some(to)) = (time(r.from, "from")?, time(r.to, "to")?) else {
             return Err(Status::invalid_argument("from and to are required"));
         };
         let timeline = self
             .service
-            .pump_timeline(&user, &r.pump_id, from, to)
+            .pump_timeline(&caller, &r.pump_id, from, to)
             .await?;
         Ok(Response::new(pb::GetPumpTimelineResponse {
             bucket_seconds: u32::try_from(timeline.bucket_seconds).unwrap_or(u32::MAX),

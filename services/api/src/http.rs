@@ -12,12 +12,16 @@
 //! | `GET /api/v1/pumps/{pump_id}/chart.svg?from=&to=` | the pump page's chart |
 //! | `GET /`, `/dashboard.js`, `/dashboard.css` | the clinic dashboard (no token needed to load it) |
 //!
-//! Errors are `{"error": "..."}` with 400, 401, 403, 404 or 503.
+//! Errors are `{"error": "..."}` with 400, 401, 403, 404, 429 (with `Retry-After`) or
+//! 503. The caller's address is the TCP peer's (served with
+//! `into_make_service_with_connect_info`), or the client a trusted proxy names in
+//! `X-Forwarded-For` (see `limits.rs`).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{FromRequestParts, MatchedPath, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -28,9 +32,10 @@ use chrono::{DateTime, Utc};
 use fleet_store::access::{self, User};
 use serde::{Deserialize, Serialize};
 
+use crate::limits::Origin;
 use crate::metrics::ApiMetrics;
 use crate::model::{AcknowledgeRequest, AlarmFilter, Me};
-use crate::service::{ApiError, Service};
+use crate::service::{ApiError, Caller, Service};
 
 // The dashboard: three files, built into the binary, nothing fetched from elsewhere.
 const INDEX_HTML: &str = include_str!("../dashboard/index.html");
@@ -111,6 +116,7 @@ impl IntoResponse for ApiError {
             ApiError::Denied(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(e) => {
                 tracing::error!(error = %e, "database error answering an API call");
                 StatusCode::SERVICE_UNAVAILABLE
@@ -128,15 +134,50 @@ impl IntoResponse for ApiError {
                 header::HeaderValue::from_static("Bearer"),
             );
         }
+        if let ApiError::RateLimited { retry_after, .. } = &self {
+            let seconds = crate::limits::retry_seconds(*retry_after);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
         response
     }
 }
 
-/// The caller, from `Authorization: Bearer <token>`.
-#[derive(Debug)]
-pub struct Caller(pub User);
+/// Where the call came from: the TCP peer, or the client a trusted proxy names.
+fn origin(parts: &Parts, service: &Service) -> Origin {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| *addr);
+    let forwarded = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    service.limits().origin("http", peer, forwarded)
+}
 
-impl FromRequestParts<Arc<Service>> for Caller {
+/// The call's origin, for the one route without a token in its header (the login).
+#[derive(Debug)]
+pub struct CallOrigin(pub Origin);
+
+impl FromRequestParts<Arc<Service>> for CallOrigin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        service: &Arc<Service>,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(CallOrigin(origin(parts, service)))
+    }
+}
+
+/// The caller, from `Authorization: Bearer <token>` and the connection.
+#[derive(Debug)]
+pub struct Authenticated(pub Caller);
+
+impl FromRequestParts<Arc<Service>> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(
@@ -149,7 +190,11 @@ impl FromRequestParts<Arc<Service>> for Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         let what = format!("{} {}", parts.method, parts.uri.path());
-        service.authenticate(token, &what).await.map(Caller)
+        let origin = origin(parts, service);
+        service
+            .authenticate(token, &what, origin)
+            .await
+            .map(Authenticated)
     }
 }
 
@@ -166,10 +211,11 @@ struct LoginRequest {
 
 async fn login(
     State(service): State<Arc<Service>>,
+    CallOrigin(origin): CallOrigin,
     body: Result<Json<LoginRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Me>, ApiError> {
     let Json(request) = body.map_err(invalid)?;
-    let user = service.login(&request.token).await?;
+    let user = service.login(&request.token, origin).await?;
     Ok(Json(me(&user)))
 }
 
@@ -186,36 +232,38 @@ fn me(user: &User) -> Me {
 
 async fn list_alarms(
     State(service): State<Arc<Service>>,
-    Caller(user): Caller,
+    Authenticated(caller): Authenticated,
     filter: Result<Query<AlarmFilter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Query(filter) = filter.map_err(invalid)?;
-    Ok(Json(service.list_alarms(&user, filter).await?))
+    Ok(Json(service.list_alarms(&caller, filter).await?))
 }
 
 async fn get_alarm(
     State(service): State<Arc<Service>>,
-    Caller(user): Caller,
+    Authenticated(caller): Authenticated,
     Path(alarm_id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(service.get_alarm(&user, &alarm_id).await?))
+    Ok(Json(service.get_alarm(&caller, &alarm_id).await?))
 }
 
 async fn acknowledge(
     State(service): State<Arc<Service>>,
-    Caller(user): Caller,
+    Authenticated(caller): Authenticated,
     Path(alarm_id): Path<String>,
     body: Result<Json<AcknowledgeRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Json(request) = body.map_err(invalid)?;
-    Ok(Json(service.acknowledge(&user, &alarm_id, &request).await?))
+    Ok(Json(
+        service.acknowledge(&caller, &alarm_id, &request).await?,
+    ))
 }
 
 async fn list_pumps(
     State(service): State<Arc<Service>>,
-    Caller(user): Caller,
+    Authenticated(caller): Authenticated,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(service.list_pumps(&user).await?))
+    Ok(Json(service.list_pumps(&caller).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -245,23 +293,23 @@ type WindowQuery = Result<Query<TimelineQuery>, axum::extract::rejection::QueryR
 /// The timeline behind both the JSON timeline and the chart.
 async fn pump_timeline(
     service: &Service,
-    user: &User,
+    caller: &Caller,
     pump_id: &str,
     query: WindowQuery,
 ) -> Result<fleet_report::pump::PumpTimeline, ApiError> {
     let Query(q) = query.map_err(invalid)?;
-    service.pump_timeline(user, pump_id, q.from, q.to).await
+    service.pump_timeline(caller, pump_id, q.from, q.to).await
 }
 
 /// The pump page's chart: reservoir, battery and pressure with events, alarms and
 /// pages marked (the same drawing as `fleetctl report pump`).
 async fn chart(
     State(service): State<Arc<Service>>,
-    Caller(user): Caller,
+    Authenticated(caller): Authenticated,
     Path(pump_id): Path<String>,
     query: WindowQuery,
 ) -> Result<Response, ApiError> {
-    let timeline = pump_timeline(&service, &user, &pump_id, query).await?;
+    let timeline = pump_timeline(&service, &caller, &pump_id, query).await?;
     let svg = timeline
         .to_svg()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -277,11 +325,11 @@ async fn chart(
 
 async fn timeline(
     State(service): State<Arc<Service>>,
-    Caller(user): Caller,
+    Authenticated(caller): Authenticated,
     Path(pump_id): Path<String>,
     query: WindowQuery,
 ) -> Result<Response, ApiError> {
-    let timeline = pump_timeline(&service, &user, &pump_id, query).await?;
+    let timeline = pump_timeline(&service, &caller, &pump_id, query).await?;
     let entries: Vec<Entry> = timeline
         .rows
         .iter()

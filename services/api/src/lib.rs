@@ -4,11 +4,13 @@
 //! - `service.rs`: the operations and who may do what (roles, audit log);
 //! - `grpc.rs`, `http.rs`: the two transports, thin mappings onto the service;
 //! - `model.rs`: what the operations answer;
+//! - `limits.rs`: who is calling (address, trusted proxies) and the rate limits;
 //! - `metrics.rs`: calls by transport, operation and outcome, with their latency
 //!   (served with `/healthz` and `/readyz` on `--metrics-addr`).
 
 pub mod grpc;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod service;
@@ -22,11 +24,13 @@ use clap::Args;
 use fleet_proto::api::v1::fleet_api_server::FleetApiServer;
 use fleet_runtime::Endpoints;
 use fleet_runtime::serve::Readiness;
+use limits::{Limits, LimitsConfig};
 use metrics::ApiMetrics;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Clone, Args)]
+/// `Debug` is written out below: it must not show the database password.
+#[derive(Clone, Args)]
 pub struct ApiConfig {
     #[command(flatten)]
     pub endpoints: Endpoints,
@@ -39,17 +43,64 @@ pub struct ApiConfig {
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     #[arg(long, env = "FLEET_API_METRICS_ADDR", default_value = "127.0.0.1:9186")]
     pub metrics_addr: SocketAddr,
+    #[command(flatten)]
+    pub limits: LimitsConfig,
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let e = &self.endpoints;
+        f.debug_struct("ApiConfig")
+            .field("database_url", &redact_url(&e.database_url))
+            .field("mqtt_url", &redact_url(&e.mqtt_url))
+            .field("kafka_brokers", &e.kafka_brokers)
+            .field("listen", &self.listen)
+            .field("http_listen", &self.http_listen)
+            .field("metrics_addr", &self.metrics_addr)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A URL with its password (`user:password@`, `password=` in the query) replaced by
+/// `***`, for logs and `Debug`.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(scheme_end) = out.find("://") {
+        let rest = &out[scheme_end + 3..];
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            let (from, to) = (scheme_end + 3 + colon + 1, scheme_end + 3 + at);
+            out.replace_range(from..to, "***");
+        }
+    }
+    if let Some(query_start) = out.find('?') {
+        let (base, query) = out.split_at(query_start + 1);
+        let query: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out = format!("{base}{}", query.join("&"));
+    }
+    out
 }
 
 /// How often readiness checks the database.
 const READINESS_EVERY: Duration = Duration::from_secs(5);
 
-/// Serves both transports until `shutdown`, counting every call in `metrics`.
+/// Serves both transports until `shutdown`, counting every call in `metrics`, under
+/// the limits of `limits`.
 pub async fn serve(
     pool: PgPool,
     grpc: tokio::net::TcpListener,
     http: tokio::net::TcpListener,
     metrics: ApiMetrics,
+    limits: &LimitsConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     tokio::spawn(watch_database(
@@ -57,7 +108,9 @@ pub async fn serve(
         metrics.readiness.clone(),
         shutdown.clone(),
     ));
-    let service = Arc::new(service::Service::new(pool));
+    let limits = Arc::new(Limits::new(limits));
+    tokio::spawn(sweep_limits(limits.clone(), shutdown.clone()));
+    let service = Arc::new(service::Service::new(pool, limits, metrics.clone()));
     let incoming = tonic::transport::server::TcpIncoming::from(grpc);
     let grpc_server = tonic::transport::Server::builder()
         .add_service(FleetApiServer::new(grpc::Grpc::new(
@@ -65,11 +118,26 @@ pub async fn serve(
             metrics.clone(),
         )))
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
-    let http_server = axum::serve(http, http::router(service, metrics))
-        .with_graceful_shutdown(shutdown.cancelled_owned());
+    // With the peer's address: the audit log and the limits need it.
+    let http_server = axum::serve(
+        http,
+        http::router(service, metrics).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned());
     tokio::select! {
         served = grpc_server => served.context("serving the gRPC API"),
         served = http_server => served.context("serving the HTTP API"),
+    }
+}
+
+/// Forgets idle callers and logs the refusals, every [`limits::SWEEP_EVERY`].
+async fn sweep_limits(limits: Arc<Limits>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(limits::SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => limits.sweep(),
+            () = shutdown.cancelled() => return,
+        }
     }
 }
 
@@ -111,5 +179,52 @@ pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> anyhow::Resu
         .await
         .with_context(|| format!("listening on {}", config.http_listen))?;
     tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, metrics = %metrics_addr, "fleet API serving");
-    serve(pool, grpc, http, metrics, shutdown).await
+    serve(pool, grpc, http, metrics, &config.limits, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: ApiConfig,
+    }
+
+    #[test]
+    fn urls_lose_their_passwords() {
+        assert_eq!(
+            redact_url("postgres://fleet:s3cret@db:5432/fleet?sslmode=require"),
+            "postgres://fleet:***@db:5432/fleet?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://fleet@db/fleet?password=s3cret&x=1"),
+            "postgres://fleet@db/fleet?password=***&x=1"
+        );
+        assert_eq!(redact_url("mqtt://127.0.0.1:1883"), "mqtt://127.0.0.1:1883");
+        assert_eq!(
+            redact_url("postgres://u:p@ss@db/x"),
+            "postgres://u:***@db/x",
+            "the last @ ends the user info"
+        );
+    }
+
+    #[test]
+    fn the_config_debug_shows_no_password() {
+        let cli = Cli::try_parse_from([
+            "fleet-api",
+            "--database-url",
+            "postgres://fleet:Pa55-debug-leak@127.0.0.1:5432/fleet",
+            "--trusted-proxy",
+            "10.0.0.0/8,192.0.2.1",
+        ])
+        .expect("parses");
+        let shown = format!("{cli:?} {:#?}", cli.config);
+        assert!(!shown.contains("Pa55-debug-leak"), "{shown}");
+        assert!(shown.contains("fleet:***@127.0.0.1"), "{shown}");
+        assert_eq!(cli.config.limits.trusted_proxies.len(), 2);
+        assert_eq!(cli.config.limits.auth_failure_burst.get(), 5);
+    }
 }

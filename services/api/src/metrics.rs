@@ -1,5 +1,5 @@
 //! The API's own metrics, per transport and operation (never per user or pump): calls
-//! by outcome, and how long they took.
+//! by outcome, how long they took, and those refused by a rate limit.
 
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ pub struct ApiMetrics {
     pub readiness: Readiness,
     requests_total: IntCounterVec,
     request_seconds: HistogramVec,
+    rate_limited_total: IntCounterVec,
 }
 
 impl ApiMetrics {
@@ -31,6 +32,12 @@ impl ApiMetrics {
                 "Time to answer an API call, by transport and operation",
                 &["transport", "operation"],
             ),
+            rate_limited_total: counter_vec(
+                &r,
+                "fleet_api_rate_limited_total",
+                "API calls refused by a rate limit, by transport and limit (auth_failures: per source address; user_requests: per user)",
+                &["transport", "limit"],
+            ),
             registry: r,
             readiness: Readiness::default(),
         }
@@ -45,6 +52,13 @@ impl ApiMetrics {
         self.request_seconds
             .with_label_values(&[transport, operation])
             .observe(took.as_secs_f64());
+    }
+
+    /// One call refused by `limit` (a bounded set: never an address or a user).
+    pub fn rate_limited(&self, transport: &str, limit: &str) {
+        self.rate_limited_total
+            .with_label_values(&[transport, limit])
+            .inc();
     }
 }
 

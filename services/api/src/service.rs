@@ -2,7 +2,12 @@
 //! these. A clinic's user sees and acknowledges only the pumps the registry assigns to
 //! its clinic; the manufacturer's user reads everything, device data only, and
 //! acknowledges nothing. Every login, acknowledgement and denied access is written to
-//! the audit log before the answer goes out.
+//! the audit log, with the caller's address, before the answer goes out. Failed
+//! authentications per address and requests per user are rate limited (`limits.rs`).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use fleet_report::pump::{PumpTimeline, Record};
@@ -10,6 +15,8 @@ use fleet_store::access::{self, Role, User};
 use serde_json::json;
 use sqlx::PgPool;
 
+use crate::limits::{Failure, Limit, Limits, Origin};
+use crate::metrics::ApiMetrics;
 use crate::model::{
     AcknowledgeAnswer, AcknowledgeRequest, Acknowledgement, Alarm, AlarmDetail, AlarmFilter,
     AlarmRevision, Delivery, DeliveryAttempt, Pump,
@@ -36,66 +43,168 @@ pub enum ApiError {
     /// A fault of ours (logged in full); the caller hears only that it happened.
     #[error("internal error; it has been logged")]
     Internal(String),
+    /// Over a rate limit: 429 / RESOURCE_EXHAUSTED.
+    #[error("{}; retry in {} s", limit_reason(*.limit), crate::limits::retry_seconds(*.retry_after))]
+    RateLimited { limit: Limit, retry_after: Duration },
+}
+
+fn limit_reason(limit: Limit) -> &'static str {
+    match limit {
+        Limit::AuthFailures => "too many failed authentications from this address",
+        Limit::UserRequests => "too many requests from this user",
+    }
+}
+
+/// An authenticated call: who, and from where.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: User,
+    pub origin: Origin,
 }
 
 #[derive(Debug, Clone)]
 pub struct Service {
     pool: PgPool,
+    limits: Arc<Limits>,
+    metrics: ApiMetrics,
 }
 
 impl Service {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(pool: PgPool, limits: Arc<Limits>, metrics: ApiMetrics) -> Self {
+        Self {
+            pool,
+            limits,
+            metrics,
+        }
+    }
+
+    /// The limits and trusted proxies (the transports ask it who is calling).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Checks a token and records the login (or the failed one).
-    pub async fn login(&self, token: &str) -> Result<User, ApiError> {
+    pub async fn login(&self, token: &str, origin: Origin) -> Result<User, ApiError> {
+        self.not_blocked(origin)?;
         match access::user_for_token(&self.pool, token).await? {
             Some(user) => {
+                self.within_user_rate(&user, origin)?;
                 self.audit(
                     &user.name,
                     "login",
                     &user.name,
                     json!({"role": access::role_name(&user.role)}),
+                    origin,
                 )
                 .await?;
                 Ok(user)
             }
             None => {
-                self.audit("(unknown token)", "login_failed", "", json!({}))
+                let failure = self.limits.failed(origin.addr);
+                self.audit("(unknown token)", "login_failed", "", json!({}), origin)
                     .await?;
+                self.audit_block(failure, "login", origin).await?;
                 Err(ApiError::Unauthenticated)
             }
         }
     }
 
     /// The user behind a request's token; a missing or unknown token is a denied
-    /// access, and audited as one.
-    pub async fn authenticate(&self, token: Option<&str>, what: &str) -> Result<User, ApiError> {
+    /// access, and audited as one. An address out of failed authentications is refused
+    /// before its token is looked up.
+    pub async fn authenticate(
+        &self,
+        token: Option<&str>,
+        what: &str,
+        origin: Origin,
+    ) -> Result<Caller, ApiError> {
+        self.not_blocked(origin)?;
         let user = match token {
             Some(token) => access::user_for_token(&self.pool, token).await?,
             None => None,
         };
         match user {
-            Some(user) => Ok(user),
+            Some(user) => {
+                self.within_user_rate(&user, origin)?;
+                Ok(Caller { user, origin })
+            }
             None => {
                 let why = if token.is_some() {
                     "unknown token"
                 } else {
                     "no token"
                 };
-                self.audit("(anonymous)", "denied", what, json!({"reason": why}))
-                    .await?;
+                let failure = self.limits.failed(origin.addr);
+                self.audit(
+                    "(anonymous)",
+                    "denied",
+                    what,
+                    json!({"reason": why}),
+                    origin,
+                )
+                .await?;
+                self.audit_block(failure, what, origin).await?;
                 Err(ApiError::Unauthenticated)
             }
         }
     }
 
+    /// Refuses an address that has used up its failed authentications.
+    fn not_blocked(&self, origin: Origin) -> Result<(), ApiError> {
+        match self.limits.blocked(origin.addr) {
+            None => Ok(()),
+            Some(retry_after) => Err(self.refused(
+                Limit::AuthFailures,
+                &address(origin.addr),
+                origin,
+                retry_after,
+            )),
+        }
+    }
+
+    fn within_user_rate(&self, user: &User, origin: Origin) -> Result<(), ApiError> {
+        self.limits.user_request(&user.name).map_err(|retry_after| {
+            self.refused(Limit::UserRequests, &user.name, origin, retry_after)
+        })
+    }
+
+    /// Counts and notes a refusal (logged in aggregate by the sweep, never per request).
+    fn refused(&self, limit: Limit, who: &str, origin: Origin, retry_after: Duration) -> ApiError {
+        self.metrics.rate_limited(origin.transport, limit.as_str());
+        self.limits.note_refused(limit, who);
+        ApiError::RateLimited { limit, retry_after }
+    }
+
+    /// The audit row of a new block: one per block, not one per refused request, so a
+    /// guesser cannot flood the audit log.
+    async fn audit_block(
+        &self,
+        failure: Failure,
+        what: &str,
+        origin: Origin,
+    ) -> Result<(), ApiError> {
+        if let Failure::NowBlocked { retry_after } = failure {
+            self.audit(
+                "(anonymous)",
+                "rate_limited",
+                what,
+                json!({
+                    "limit": Limit::AuthFailures.as_str(),
+                    "blocked_seconds": retry_after.as_secs_f64(),
+                }),
+                origin,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     pub async fn list_alarms(
         &self,
-        user: &User,
+        caller: &Caller,
         filter: AlarmFilter,
     ) -> Result<Vec<Alarm>, ApiError> {
+        let user = &caller.user;
         check_filter(&filter)?;
         let limit = filter.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
         let rows: Vec<AlarmRow> = sqlx::query_as(ALARMS)
@@ -114,9 +223,14 @@ impl Service {
         Ok(rows.into_iter().map(|r| alarm(r, user)).collect())
     }
 
-    pub async fn get_alarm(&self, user: &User, alarm_id: &str) -> Result<AlarmDetail, ApiError> {
+    pub async fn get_alarm(
+        &self,
+        caller: &Caller,
+        alarm_id: &str,
+    ) -> Result<AlarmDetail, ApiError> {
+        let user = &caller.user;
         check_field("alarm_id", alarm_id, MAX_FIELD_CHARS)?;
-        self.may_see_alarm(user, alarm_id, "get_alarm").await?;
+        self.may_see_alarm(caller, alarm_id, "get_alarm").await?;
         let row: Option<AlarmRow> = sqlx::query_as(ALARMS)
             .bind(Option::<&str>::None)
             .bind(Option::<&str>::None)
@@ -178,16 +292,17 @@ impl Service {
 
     pub async fn acknowledge(
         &self,
-        user: &User,
+        caller: &Caller,
         alarm_id: &str,
         request: &AcknowledgeRequest,
     ) -> Result<AcknowledgeAnswer, ApiError> {
+        let user = &caller.user;
         // The role first: a read-only user's attempt is denied (and audited) whatever
         // else is wrong with it.
         if user.role == Role::Manufacturer {
             return Err(self
                 .deny(
-                    user,
+                    caller,
                     "acknowledge",
                     alarm_id,
                     "the manufacturer's role is read-only",
@@ -201,7 +316,7 @@ impl Service {
                 "note is longer than {MAX_NOTE_CHARS} characters"
             )));
         }
-        self.may_see_alarm(user, alarm_id, "acknowledge").await?;
+        self.may_see_alarm(caller, alarm_id, "acknowledge").await?;
         // The acknowledgement and its audit row commit together or not at all.
         let mut tx = self.pool.begin().await?;
         let outcome = fleet_store::acknowledgement::acknowledge_in(
@@ -216,7 +331,11 @@ impl Service {
             &user.name,
             "acknowledge",
             alarm_id,
-            &json!({"clinician": request.clinician, "note": request.note}),
+            &with_origin(
+                json!({"clinician": request.clinician, "note": request.note}),
+                caller.origin,
+            ),
+            caller.origin.addr,
         )
         .await?;
         tx.commit().await?;
@@ -226,7 +345,8 @@ impl Service {
         })
     }
 
-    pub async fn list_pumps(&self, user: &User) -> Result<Vec<Pump>, ApiError> {
+    pub async fn list_pumps(&self, caller: &Caller) -> Result<Vec<Pump>, ApiError> {
+        let user = &caller.user;
         let rows: Vec<PumpRow> = sqlx::query_as(PUMPS)
             .bind(clinic_of(user))
             .fetch_all(&self.pool)
@@ -250,11 +370,12 @@ impl Service {
 
     pub async fn pump_timeline(
         &self,
-        user: &User,
+        caller: &Caller,
         pump_id: &str,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<PumpTimeline, ApiError> {
+        let user = &caller.user;
         check_field("pump_id", pump_id, MAX_FIELD_CHARS)?;
         let window =
             fleet_report::Window::new(from, to).map_err(|e| ApiError::Invalid(e.to_string()))?;
@@ -267,7 +388,7 @@ impl Service {
             if owner.as_deref() != Some(clinic.as_str()) {
                 return Err(self
                     .deny(
-                        user,
+                        caller,
                         "pump_timeline",
                         pump_id,
                         "the pump is not this clinic's",
@@ -293,10 +414,11 @@ impl Service {
     /// both after the notifier has the alarm).
     async fn may_see_alarm(
         &self,
-        user: &User,
+        caller: &Caller,
         alarm_id: &str,
         action: &str,
     ) -> Result<(), ApiError> {
+        let user = &caller.user;
         // Every record of the alarm (archived events and pages) must name a pump of the
         // caller's clinic; a pump outside the registry belongs to no clinic.
         let (records, all_mine): (i64, Option<bool>) = sqlx::query_as(
@@ -314,7 +436,7 @@ impl Service {
         }
         match &user.role {
             Role::Clinic(_) if all_mine != Some(true) => Err(self
-                .deny(user, action, alarm_id, "the alarm is another clinic's")
+                .deny(caller, action, alarm_id, "the alarm is another clinic's")
                 .await),
             _ => Ok(()),
         }
@@ -399,14 +521,16 @@ impl Service {
     }
 
     /// Audits a denied access and returns the error to answer with.
-    async fn deny(&self, user: &User, action: &str, subject: &str, why: &str) -> ApiError {
-        tracing::warn!(user = %user.name, %action, %subject, reason = %why, "access denied");
+    async fn deny(&self, caller: &Caller, action: &str, subject: &str, why: &str) -> ApiError {
+        let user = &caller.user;
+        tracing::warn!(user = %user.name, address = %address(caller.origin.addr), %action, %subject, reason = %why, "access denied");
         if let Err(e) = self
             .audit(
                 &user.name,
                 "denied",
                 subject,
                 json!({"action": action, "reason": why}),
+                caller.origin,
             )
             .await
         {
@@ -415,21 +539,40 @@ impl Service {
         ApiError::Denied(format!("{action} {subject}: {why}"))
     }
 
-    /// Appends to the audit log (subjects cut to 200 characters: a request path is
-    /// chosen by the caller).
+    /// Appends to the audit log with the caller's address (subjects cut to 200
+    /// characters: a request path is chosen by the caller).
     async fn audit(
         &self,
         actor: &str,
         action: &str,
         subject: &str,
         detail: serde_json::Value,
+        origin: Origin,
     ) -> Result<(), ApiError> {
         let subject: String = subject.chars().take(200).collect();
-        access::audit(&self.pool, actor, action, &subject, &detail).await.map_err(|e| {
+        let detail = with_origin(detail, origin);
+        access::audit(&self.pool, actor, action, &subject, &detail, origin.addr).await.map_err(|e| {
             tracing::error!(error = %e, %actor, %action, "audit log not written: refusing the request");
             ApiError::Unavailable(e)
         })
     }
+}
+
+/// An audit row's details, with the proxy the call came through (when a trusted one
+/// named the caller) and the transport.
+fn with_origin(mut detail: serde_json::Value, origin: Origin) -> serde_json::Value {
+    if let Some(map) = detail.as_object_mut() {
+        map.insert("transport".into(), origin.transport.into());
+        if let Some(via) = origin.via {
+            map.insert("via".into(), via.to_string().into());
+        }
+    }
+    detail
+}
+
+/// An address for logs (never a token).
+fn address(addr: Option<IpAddr>) -> String {
+    addr.map_or_else(|| "(unknown)".to_owned(), |a| a.to_string())
 }
 
 /// What the manufacturer may see of a timeline: the device's own measurements and

@@ -1,11 +1,15 @@
 //! Who may see and do what, over both transports, against the real PostgreSQL: two
 //! clinics and the manufacturer; every endpoint tried across clinics (denied, with the
 //! right status), without a token (refused), and every login, acknowledgement and
-//! denial found in the audit log.
+//! denial found in the audit log with the caller's address; failed authentications
+//! limited per address and requests per user, on both transports.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
 
 use chrono::{DateTime, Duration, Utc};
+use fleet_api::limits::LimitsConfig;
 use fleet_core::{AlarmEvent, Reading};
 use fleet_proto::api::v1 as pb;
 use fleet_proto::api::v1::fleet_api_client::FleetApiClient;
@@ -22,6 +26,7 @@ const PUMP_B: &str = "ITP40-100002";
 struct Fixture {
     pool: PgPool,
     http: String,
+    grpc_addr: std::net::SocketAddr,
     grpc: FleetApiClient<Channel>,
     clinic_a: String,
     clinic_b: String,
@@ -48,7 +53,23 @@ fn alarm_event(pump: &str, at: DateTime<Utc>) -> AlarmEvent {
     .expect("an alarm event")
 }
 
+/// Limits no test of access rules reaches (they try many wrong tokens on purpose).
+fn generous() -> LimitsConfig {
+    let n = |v: u32| NonZeroU32::new(v).expect("not zero");
+    LimitsConfig {
+        auth_failures_per_minute: n(10_000),
+        auth_failure_burst: n(10_000),
+        user_requests_per_second: n(10_000),
+        user_request_burst: n(10_000),
+        ..LimitsConfig::default()
+    }
+}
+
 async fn fixture() -> Fixture {
+    fixture_with(generous()).await
+}
+
+async fn fixture_with(limits: LimitsConfig) -> Fixture {
     let url = std::env::var("FLEET_DATABASE_URL")
         .expect("FLEET_DATABASE_URL is not set: scripts/test.sh starts the stack");
     let url = fleet_store::testing::fresh_database(&url, "api")
@@ -134,19 +155,17 @@ async fn fixture() -> Fixture {
     let http = format!("http://{}", http_listener.local_addr().expect("addr"));
     let stop = CancellationToken::new();
     let metrics = fleet_api::metrics::ApiMetrics::new();
-    tokio::spawn(fleet_api::serve(
-        pool.clone(),
-        grpc_listener,
-        http_listener,
-        metrics.clone(),
-        stop.clone(),
-    ));
+    tokio::spawn({
+        let (pool, metrics, stop) = (pool.clone(), metrics.clone(), stop.clone());
+        async move { fleet_api::serve(pool, grpc_listener, http_listener, metrics, &limits, stop).await }
+    });
     let grpc = FleetApiClient::connect(format!("http://{grpc_addr}"))
         .await
         .expect("gRPC connects");
     Fixture {
         pool,
         http,
+        grpc_addr,
         grpc,
         clinic_a,
         clinic_b,
@@ -780,4 +799,442 @@ async fn every_call_is_counted_by_transport_operation_and_outcome_never_by_id() 
         !text.contains(&f.alarm_b) && !text.contains(PUMP_A) && !text.contains(PUMP_B),
         "no id in any label: {text}"
     );
+}
+
+/// An HTTP client whose connections come from `from` (every 127.0.0.0/8 address is
+/// this machine, so a test can be several callers).
+fn http_from(from: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(from.parse::<IpAddr>().ok())
+        .build()
+        .expect("client")
+}
+
+/// A gRPC client whose connection comes from `from`.
+async fn grpc_from(f: &Fixture, from: &str) -> FleetApiClient<Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", f.grpc_addr))
+        .expect("uri")
+        .local_address(Some(from.parse().expect("ip")))
+        .connect()
+        .await
+        .expect("gRPC connects");
+    FleetApiClient::new(channel)
+}
+
+/// One HTTP call with extra headers; the status, the body and the Retry-After header.
+async fn send(
+    f: &Fixture,
+    client: &reqwest::Client,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Value, Option<u64>) {
+    let mut request = client.request(method.parse().expect("method"), format!("{}{path}", f.http));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.expect("the API answers");
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let value = response.json().await.unwrap_or(Value::Null);
+    (status, value, retry_after)
+}
+
+fn forwarded_for<T>(mut request: tonic::Request<T>, value: &str) -> tonic::Request<T> {
+    request
+        .metadata_mut()
+        .insert("x-forwarded-for", value.parse().expect("metadata"));
+    request
+}
+
+#[derive(Debug)]
+struct AuditRow {
+    actor: String,
+    action: String,
+    subject: String,
+    addr: Option<String>,
+    detail: Value,
+}
+
+async fn audit_rows(pool: &PgPool) -> Vec<AuditRow> {
+    let rows: Vec<(String, String, String, Option<String>, String)> = sqlx::query_as(
+        "SELECT actor, action, subject, host(caller_addr), detail::text FROM audit_log ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("audit log");
+    rows.into_iter()
+        .map(|(actor, action, subject, addr, detail)| AuditRow {
+            actor,
+            action,
+            subject,
+            addr,
+            detail: serde_json::from_str(&detail).expect("json"),
+        })
+        .collect()
+}
+
+/// The one audit row with this actor and action (panics if there is not exactly one).
+fn the_row<'a>(log: &'a [AuditRow], actor: &str, action: &str) -> &'a AuditRow {
+    let rows: Vec<&AuditRow> = log
+        .iter()
+        .filter(|r| r.actor == actor && r.action == action)
+        .collect();
+    assert_eq!(rows.len(), 1, "{actor} {action}: {log:#?}");
+    rows[0]
+}
+
+/// The value of `fleet_api_rate_limited_total` for one transport and limit.
+fn rate_limited(f: &Fixture, transport: &str, limit: &str) -> f64 {
+    f.metrics
+        .registry
+        .gather()
+        .iter()
+        .filter(|family| family.name() == "fleet_api_rate_limited_total")
+        .flat_map(|family| family.get_metric().iter())
+        .filter(|m| {
+            let label = |name: &str| {
+                m.get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value().to_owned())
+            };
+            label("transport").as_deref() == Some(transport)
+                && label("limit").as_deref() == Some(limit)
+        })
+        .map(|m| m.get_counter().get_value())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: scripts/test.sh starts it"]
+async fn every_audit_row_names_the_callers_address_and_a_forwarded_for_header_is_not_believed() {
+    let f = fixture().await;
+    let (status, _) = call(
+        &f,
+        None,
+        "POST",
+        "/api/v1/login",
+        Some(json!({"token": f.clinic_a})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // A failed login from another address, claiming to be someone else: no proxy is
+    // trusted, so the claim is ignored.
+    let (status, _, _) = send(
+        &f,
+        &http_from("127.0.0.2"),
+        None,
+        "POST",
+        "/api/v1/login",
+        Some(json!({"token": "fleet_wrong"})),
+        &[("x-forwarded-for", "203.0.113.7")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // A denial over gRPC from a third address, with the same claim in metadata.
+    let mut grpc = grpc_from(&f, "127.0.0.3").await;
+    let denied = grpc
+        .get_alarm(forwarded_for(
+            with_token(
+                pb::GetAlarmRequest {
+                    alarm_id: f.alarm_b.clone(),
+                },
+                &f.clinic_a,
+            ),
+            "203.0.113.8",
+        ))
+        .await;
+    assert_eq!(code(denied), Some(tonic::Code::PermissionDenied));
+    // An anonymous call over gRPC, and an acknowledgement over HTTP.
+    let anonymous = grpc
+        .list_pumps(tonic::Request::new(pb::ListPumpsRequest {}))
+        .await;
+    assert_eq!(code(anonymous), Some(tonic::Code::Unauthenticated));
+    let (status, _) = call(
+        &f,
+        Some(&f.clinic_a),
+        "POST",
+        &format!("/api/v1/alarms/{}/acknowledge", f.alarm_a),
+        Some(json!({"clinician": "Dr A"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let log = audit_rows(&f.pool).await;
+    assert!(log.iter().all(|r| r.addr.is_some()), "{log:#?}");
+    let addr = |actor: &str, action: &str| the_row(&log, actor, action).addr.clone();
+    assert_eq!(addr("nurse-a", "login").as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        addr("(unknown token)", "login_failed").as_deref(),
+        Some("127.0.0.2")
+    );
+    assert_eq!(addr("nurse-a", "denied").as_deref(), Some("127.0.0.3"));
+    assert_eq!(addr("(anonymous)", "denied").as_deref(), Some("127.0.0.3"));
+    assert_eq!(addr("nurse-a", "acknowledge").as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        the_row(&log, "nurse-a", "denied").detail["transport"],
+        "grpc"
+    );
+    assert!(
+        log.iter().all(|r| r.detail.get("via").is_none()),
+        "{log:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: scripts/test.sh starts it"]
+async fn a_trusted_proxy_names_the_caller_and_nobody_else_can() {
+    let f = fixture_with(LimitsConfig {
+        trusted_proxies: vec![fleet_api::limits::parse_net("127.0.0.2").expect("net")],
+        ..generous()
+    })
+    .await;
+    let proxy = http_from("127.0.0.2");
+    let other = format!("/api/v1/alarms/{}", f.alarm_b);
+    // Through the proxy: the rightmost address it was given (the client may have
+    // written anything to the left).
+    let (status, _, _) = send(
+        &f,
+        &proxy,
+        Some(&f.clinic_a),
+        "GET",
+        &other,
+        None,
+        &[("x-forwarded-for", "198.51.100.1, 203.0.113.7")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Not through the proxy: the header is the client's word, ignored.
+    let (status, _, _) = send(
+        &f,
+        &http_from("127.0.0.3"),
+        Some(&f.clinic_b),
+        "GET",
+        &format!("/api/v1/alarms/{}", f.alarm_a),
+        None,
+        &[("x-forwarded-for", "203.0.113.9")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // gRPC through the proxy.
+    let mut grpc = grpc_from(&f, "127.0.0.2").await;
+    let refused = grpc
+        .list_pumps(forwarded_for(
+            with_token(pb::ListPumpsRequest {}, "fleet_wrong"),
+            "203.0.113.10",
+        ))
+        .await;
+    assert_eq!(code(refused), Some(tonic::Code::Unauthenticated));
+
+    let log = audit_rows(&f.pool).await;
+    let a = the_row(&log, "nurse-a", "denied");
+    assert_eq!(a.addr.as_deref(), Some("203.0.113.7"));
+    assert_eq!(a.detail["via"], "127.0.0.2");
+    let b = the_row(&log, "nurse-b", "denied");
+    assert_eq!(b.addr.as_deref(), Some("127.0.0.3"));
+    assert!(b.detail.get("via").is_none());
+    let anonymous = the_row(&log, "(anonymous)", "denied");
+    assert_eq!(anonymous.addr.as_deref(), Some("203.0.113.10"));
+    assert_eq!(anonymous.detail["via"], "127.0.0.2");
+    assert_eq!(anonymous.detail["transport"], "grpc");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: scripts/test.sh starts it"]
+async fn failed_authentications_are_limited_per_address_before_any_token_is_looked_up() {
+    // The defaults: 10 a minute, 5 at once.
+    let f = fixture_with(LimitsConfig::default()).await;
+    let guesser = http_from("127.0.0.2");
+    for i in 0..5 {
+        let (status, _, _) = send(
+            &f,
+            &guesser,
+            Some(&format!("fleet_guess{i}")),
+            "GET",
+            "/api/v1/alarms",
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "guess {i}");
+    }
+    // The sixth: refused, with when to come back.
+    let (status, body, retry_after) = send(
+        &f,
+        &guesser,
+        Some("fleet_guess5"),
+        "GET",
+        "/api/v1/alarms",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("failed authentications"),
+        "{body}"
+    );
+    let retry_after = retry_after.expect("Retry-After");
+    assert!((1..=6).contains(&retry_after), "{retry_after}");
+    // Now even a right token is not looked up from there, nor a login, over either
+    // transport.
+    let (status, _, _) = send(
+        &f,
+        &guesser,
+        Some(&f.clinic_a),
+        "GET",
+        "/api/v1/alarms",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let (status, _, _) = send(
+        &f,
+        &guesser,
+        None,
+        "POST",
+        "/api/v1/login",
+        Some(json!({"token": f.clinic_a})),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let mut grpc_guesser = grpc_from(&f, "127.0.0.2").await;
+    let refused = grpc_guesser
+        .list_alarms(with_token(pb::ListAlarmsRequest::default(), &f.clinic_a))
+        .await;
+    assert_eq!(code(refused), Some(tonic::Code::ResourceExhausted));
+
+    // Another address is not affected.
+    let (status, _) = call(&f, Some(&f.clinic_a), "GET", "/api/v1/alarms", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(&f, Some("fleet_wrong"), "GET", "/api/v1/alarms", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // A guesser over gRPC from a third address: the same limit.
+    let mut grpc = grpc_from(&f, "127.0.0.3").await;
+    for i in 0..5 {
+        let answer = grpc
+            .list_pumps(with_token(pb::ListPumpsRequest {}, &format!("fleet_g{i}")))
+            .await;
+        assert_eq!(
+            code(answer),
+            Some(tonic::Code::Unauthenticated),
+            "guess {i}"
+        );
+    }
+    let answer = grpc
+        .list_pumps(with_token(pb::ListPumpsRequest {}, "fleet_g5"))
+        .await;
+    assert_eq!(code(answer), Some(tonic::Code::ResourceExhausted));
+
+    // The audit log: each failure looked up, and each block once, not each refusal.
+    let log = audit_rows(&f.pool).await;
+    let from = |addr: &str, action: &str| {
+        log.iter()
+            .filter(|r| r.addr.as_deref() == Some(addr) && r.action == action)
+            .count()
+    };
+    assert_eq!(from("127.0.0.2", "denied"), 5, "{log:#?}");
+    assert_eq!(from("127.0.0.2", "rate_limited"), 1, "{log:#?}");
+    assert_eq!(from("127.0.0.2", "login"), 0, "{log:#?}");
+    assert_eq!(from("127.0.0.3", "denied"), 5, "{log:#?}");
+    assert_eq!(from("127.0.0.3", "rate_limited"), 1, "{log:#?}");
+    assert_eq!(from("127.0.0.1", "rate_limited"), 0, "{log:#?}");
+    let block = log
+        .iter()
+        .find(|r| r.action == "rate_limited")
+        .expect("a block");
+    assert_eq!(block.detail["limit"], "auth_failures");
+    assert_eq!(
+        block.subject, "GET /api/v1/alarms",
+        "what the blocking failure tried"
+    );
+    assert_eq!(rate_limited(&f, "http", "auth_failures"), 3.0);
+    assert_eq!(rate_limited(&f, "grpc", "auth_failures"), 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: scripts/test.sh starts it"]
+async fn a_user_over_its_request_rate_is_limited_and_another_user_is_not() {
+    let n = |v: u32| NonZeroU32::new(v).expect("not zero");
+    let f = fixture_with(LimitsConfig {
+        user_requests_per_second: n(1),
+        user_request_burst: n(3),
+        ..generous()
+    })
+    .await;
+    let client = http_from("127.0.0.1");
+    let mut answers = Vec::new();
+    for _ in 0..8 {
+        answers.push(
+            send(
+                &f,
+                &client,
+                Some(&f.clinic_a),
+                "GET",
+                "/api/v1/pumps",
+                None,
+                &[],
+            )
+            .await,
+        );
+    }
+    let statuses: Vec<StatusCode> = answers.iter().map(|a| a.0).collect();
+    assert_eq!(&statuses[..3], &[StatusCode::OK; 3], "{statuses:?}");
+    let limited = answers
+        .iter()
+        .find(|a| a.0 == StatusCode::TOO_MANY_REQUESTS)
+        .unwrap_or_else(|| panic!("never limited: {statuses:?}"));
+    assert_eq!(limited.2, Some(1), "Retry-After");
+    assert!(
+        limited.1["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("too many requests from this user"),
+        "{:?}",
+        limited.1
+    );
+    // Another user from the same address is served.
+    let (status, _) = call(&f, Some(&f.clinic_b), "GET", "/api/v1/pumps", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut grpc = f.grpc.clone();
+    let refused = grpc
+        .list_pumps(with_token(pb::ListPumpsRequest {}, &f.clinic_a))
+        .await;
+    assert_eq!(code(refused), Some(tonic::Code::ResourceExhausted));
+    grpc.list_pumps(with_token(pb::ListPumpsRequest {}, &f.manufacturer))
+        .await
+        .expect("another user is served over gRPC");
+    assert!(rate_limited(&f, "http", "user_requests") >= 1.0);
+    assert!(rate_limited(&f, "grpc", "user_requests") >= 1.0);
+    assert_eq!(rate_limited(&f, "http", "auth_failures"), 0.0);
+    // A limited user is not a failed authentication: nothing audited, nobody blocked.
+    assert!(
+        audit_rows(&f.pool)
+            .await
+            .iter()
+            .all(|r| r.action != "rate_limited")
+    );
+    // A second later, one more request is allowed.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let (status, _) = call(&f, Some(&f.clinic_a), "GET", "/api/v1/pumps", None).await;
+    assert_eq!(status, StatusCode::OK);
 }

@@ -1,5 +1,8 @@
-//! API users and their access tokens (migration 0007), and the audit log (0005).
+//! API users and their access tokens (migration 0007), and the audit log (0005; the
+//! caller's address since 0008).
 //! Tokens are random, shown once when made, and stored only as their SHA-256.
+
+use std::net::IpAddr;
 
 use base64::Engine;
 use rand::RngCore;
@@ -96,22 +99,26 @@ fn new_token() -> String {
     )
 }
 
-/// Appends to the audit log: who (`actor`), what (`action`), on what (`subject`), and
-/// the details as JSON text.
+/// Appends to the audit log: who (`actor`), what (`action`), on what (`subject`), the
+/// details as JSON text, and from which network address (`caller_addr`; None where
+/// there is no network caller, e.g. a local tool).
 pub async fn audit<'e>(
     executor: impl sqlx::PgExecutor<'e>,
     actor: &str,
     action: &str,
     subject: &str,
     detail: &serde_json::Value,
+    caller_addr: Option<IpAddr>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO audit_log (actor, action, subject, detail) VALUES ($1, $2, $3, $4::jsonb)",
+        "INSERT INTO audit_log (actor, action, subject, detail, caller_addr)
+         VALUES ($1, $2, $3, $4::jsonb, $5::inet)",
     )
     .bind(actor)
     .bind(action)
     .bind(subject)
     .bind(detail.to_string())
+    .bind(caller_addr.map(|a| a.to_string()))
     .execute(executor)
     .await?;
     Ok(())
