@@ -3,6 +3,7 @@
 //! `(pump_id, seq)`. The telemetry-path tests and the `fleet-loadtest` benchmark share it.
 
 pub mod archive_ceiling;
+pub mod chaos;
 pub mod demo;
 pub mod drain;
 pub mod harness;

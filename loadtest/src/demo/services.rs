@@ -68,6 +68,9 @@ pub struct Processes {
     secret: String,
     pub ports: Ports,
     running: Vec<Service>,
+    /// How each process was started, to start it again the same way (the chaos test),
+    /// and how many times it has been started.
+    recipes: BTreeMap<String, (Command, u32)>,
 }
 
 const GRACE: Duration = Duration::from_secs(20);
@@ -90,6 +93,7 @@ impl Processes {
             secret: secret.to_owned(),
             ports,
             running: Vec::new(),
+            recipes: BTreeMap::new(),
         };
         // Intake first in the list: it stops first.
         p.service("fleet-ingest", ports.ingest)?;
@@ -152,7 +156,59 @@ impl Processes {
         let log = self.dir.join("logs/fleet-gateway.log");
         self.running
             .insert(0, Service::spawn("fleet-gateway", &mut command, &log)?);
+        self.recipes
+            .insert("fleet-gateway".into(), (copy_command(&command), 1));
         Ok(())
+    }
+
+    /// `kill -9` of the named process (`fleet-ingest`, `fleet-gateway`, ...): its pid,
+    /// or `None` when it was not running.
+    pub fn kill9(&mut self, name: &str) -> Option<u32> {
+        let service = self.running.iter_mut().find(|s| s.name == name)?;
+        if !service.is_running() {
+            return None;
+        }
+        let pid = service.pid();
+        service.kill9();
+        Some(pid)
+    }
+
+    /// Starts the named process again exactly as it was first started; its output goes
+    /// to `logs/{name}.{n}.log` for its n-th start, so every run's log is kept. It keeps
+    /// its place in the stopping order.
+    pub fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+        let (recipe, starts) = self
+            .recipes
+            .get_mut(name)
+            .ok_or_else(|| anyhow::anyhow!("no process named {name} was started"))?;
+        *starts += 1;
+        let log = self.dir.join("logs").join(format!("{name}.{starts}.log"));
+        let service = Service::spawn(name, &mut copy_command(recipe), &log)?;
+        match self.running.iter_mut().find(|s| s.name == name) {
+            Some(slot) => {
+                if slot.is_running() {
+                    slot.kill9();
+                }
+                *slot = service;
+            }
+            None => self.running.push(service),
+        }
+        Ok(())
+    }
+
+    /// Whether the named process is running.
+    pub fn is_running(&mut self, name: &str) -> bool {
+        self.running
+            .iter_mut()
+            .any(|s| s.name == name && s.is_running())
+    }
+
+    /// Every process that has exited, by name.
+    pub fn all_exited(&mut self) -> Vec<String> {
+        self.running
+            .iter_mut()
+            .filter_map(|s| (!s.is_running()).then(|| s.name.clone()))
+            .collect()
     }
 
     pub fn pages_file(&self, clinic_id: &str) -> PathBuf {
@@ -211,6 +267,24 @@ impl Processes {
     fn spawn(&mut self, name: &str, command: &mut Command) -> anyhow::Result<()> {
         let log = self.dir.join("logs").join(format!("{name}.log"));
         self.running.push(Service::spawn(name, command, &log)?);
+        self.recipes
+            .insert(name.to_owned(), (copy_command(command), 1));
         Ok(())
     }
+}
+
+/// A new command with `command`'s program, arguments, environment and directory.
+fn copy_command(command: &Command) -> Command {
+    let mut copy = Command::new(command.get_program());
+    copy.args(command.get_args());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => copy.env(key, value),
+            None => copy.env_remove(key),
+        };
+    }
+    if let Some(dir) = command.get_current_dir() {
+        copy.current_dir(dir);
+    }
+    copy
 }

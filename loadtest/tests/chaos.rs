@@ -1,0 +1,156 @@
+//! The chaos test in small (`fleet-chaos`: 30 pumps, about 90 s of killing) against the
+//! test stack, in its own database and topics: the gateway process, Mosquitto, ingest,
+//! the broker, the detector, the notifier, the archiver and PostgreSQL are each killed
+//! with SIGKILL at least once and started again while readings flow; afterwards every
+//! reading produced is archived exactly once, every labelled fault was paged, and no
+//! receiver accepted a page twice. The stack's own components are among those killed,
+//! so this test runs alone (see .config/nextest.toml) and must leave the stack whole.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use fleet_loadtest::harness::{self, Service, StackEnv};
+
+const BINARIES: [&str; 8] = [
+    "fleet-ingest",
+    "fleet-detector",
+    "fleet-archiver",
+    "fleet-notifier",
+    "fleet-api",
+    "fleet-gateway",
+    "fleetctl",
+    "fleet-chaos",
+];
+
+#[test]
+#[ignore = "needs the local stack: scripts/test.sh starts it"]
+fn killing_every_component_in_turn_loses_nothing_and_doubles_nothing() {
+    let env = StackEnv::from_env().expect("stack endpoints");
+    // fleet-chaos runs the binaries it finds beside itself.
+    for name in BINARIES {
+        harness::binary(name).expect("built");
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let database_url = runtime
+        .block_on(fleet_store::testing::fresh_database(
+            &env.database_url,
+            "chaos",
+        ))
+        .expect("fresh database");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("chaos");
+    let out = dir.path().join("summary.json");
+    let suffix = format!("chaos-{}", chrono::Utc::now().timestamp_millis());
+    let mut chaos = Service::spawn(
+        "fleet-chaos",
+        env.command("fleet-chaos", &database_url)
+            .expect("binary")
+            .env("FLEET_TOPIC_SUFFIX", &suffix)
+            .args(["--duration", "90s", "--interval", "3s", "--seed", "11"])
+            .args(["--pumps", "30", "--speedup", "14400"])
+            .args(["--recovery-timeout", "60s", "--drain-timeout", "150s"])
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--out")
+            .arg(&out),
+        &dir.path().join("chaos.log"),
+    )
+    .expect("fleet-chaos starts");
+
+    // Bounded: the window, a drain, and the stack brought back up.
+    let status = chaos.wait_exit(Duration::from_secs(480));
+    let log = std::fs::read_to_string(dir.path().join("chaos.log")).unwrap_or_default();
+    println!("{log}");
+    let status = status.expect("fleet-chaos finishes in time");
+    let stack_whole = stack_status();
+    assert!(
+        stack_whole,
+        "the stack is not whole after the chaos test: later tests would fail"
+    );
+
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("summary written"))
+            .expect("summary is JSON");
+    let failed: Vec<&serde_json::Value> = summary["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| c["ok"] != true)
+        .collect();
+    assert!(failed.is_empty(), "failed checks: {failed:?}");
+    assert!(status.success(), "fleet-chaos failed: {status}");
+
+    // The checks, spelled out, so that the test fails by itself if a check were lost.
+    let components = summary["components"].as_object().expect("components");
+    assert_eq!(
+        components.len(),
+        8,
+        "every component killed: {components:?}"
+    );
+    for (name, c) in components {
+        assert!(c["kills"].as_u64().unwrap_or_default() >= 1, "{name}");
+        assert_eq!(c["unrecovered"], 0, "{name} recovered every time");
+    }
+    let readings = &summary["readings"];
+    assert!(readings["produced"].as_u64().unwrap_or_default() > 30 * 24 * 10);
+    assert_eq!(readings["archived"], readings["produced"]);
+    assert_eq!(readings["missing"], 0, "no reading lost");
+    assert_eq!(readings["duplicate_rows"], 0, "no reading archived twice");
+    let paged = &summary["alarms_paged"];
+    assert!(
+        paged["episodes"].as_u64().unwrap_or_default() > 0,
+        "{paged}"
+    );
+    assert_eq!(paged["missed"], 0, "every labelled fault paged: {paged}");
+    let pages = &summary["pages"];
+    assert_eq!(pages["accepted_twice"], 0, "no page accepted twice");
+    assert_eq!(pages["alarm_events_unpaged"], 0, "every alarm event paged");
+    assert_eq!(summary["stack_healthy_after"], true);
+    assert!(processes_mentioning(&state).is_empty(), "processes left");
+}
+
+/// `stack.sh status` for the stack this test's environment names.
+fn stack_status() -> bool {
+    Command::new(harness::repo_root().join("deploy/local/stack.sh"))
+        .arg("status")
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Processes whose command line names `path` (the gateways and the receivers).
+fn processes_mentioning(path: &Path) -> Vec<String> {
+    let needle = path.display().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.ok()?.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline.contains(&needle).then_some(cmdline)
+        })
+        .collect()
+}
+
+#[test]
+fn the_chaos_test_refuses_a_stack_it_cannot_reach() {
+    let started = Instant::now();
+    let output = Command::new(harness::binary("fleet-chaos").expect("binary"))
+        .env(
+            "FLEET_DATABASE_URL",
+            "postgres://fleet:fleet@127.0.0.1:1/fleet",
+        )
+        .args(["--duration", "5s", "--pumps", "2"])
+        .arg("--state-dir")
+        .arg(tempfile::tempdir().expect("tempdir").path())
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("127.0.0.1:1") || stderr.contains("database"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(240));
+}
