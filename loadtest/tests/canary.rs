@@ -15,6 +15,7 @@ struct Pipeline {
     suffix: String,
     dir: tempfile::TempDir,
     canary_port: u16,
+    ingest_port: u16,
 }
 
 impl Pipeline {
@@ -23,6 +24,11 @@ impl Pipeline {
     }
 
     fn start(&self, binary: &str, generation: u32, args: &[String]) -> Service {
+        self.start_on(binary, generation, 0, args)
+    }
+
+    /// A stage whose metrics are on `port` (0: any).
+    fn start_on(&self, binary: &str, generation: u32, port: u16, args: &[String]) -> Service {
         let mut command = self
             .env
             .command(binary, &self.database_url)
@@ -30,7 +36,7 @@ impl Pipeline {
         command
             .env("RUST_LOG", "info")
             .env("FLEET_TOPIC_SUFFIX", &self.suffix)
-            .args(["--metrics-addr", "127.0.0.1:0"])
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .args(args);
         Service::spawn(
             binary,
@@ -41,9 +47,10 @@ impl Pipeline {
     }
 
     fn ingest(&self, generation: u32) -> Service {
-        self.start(
+        self.start_on(
             "fleet-ingest",
             generation,
+            self.ingest_port,
             &to_args(&["--registry-refresh", "1s"]),
         )
     }
@@ -168,6 +175,7 @@ fn stopping_a_stage_fires_the_operator_alarm_and_restarting_it_ends_it() {
         suffix: format!("canary-{}", std::process::id()),
         dir: tempfile::tempdir().expect("tempdir"),
         canary_port: harness::free_port().expect("port"),
+        ingest_port: harness::free_port().expect("port"),
     };
     let mut ingest = pipeline.ingest(0);
     let mut detector = pipeline.detector(0);
@@ -191,6 +199,22 @@ fn stopping_a_stage_fires_the_operator_alarm_and_restarting_it_ends_it() {
             p.canary_metric("fleet_canary_operator_alarm_active").await,
             0.0
         );
+        // Ingest follows the gateways' retained statuses: the canary's gateway is one.
+        p.until(
+            "ingest counting the canary's gateway online",
+            Duration::from_secs(30),
+            || async {
+                let page = harness::http_get(p.ingest_port, "/metrics")
+                    .await
+                    .unwrap_or_default();
+                page.lines().any(|l| {
+                    l.strip_prefix("fleet_ingest_gateways{state=\"online\"} ")
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                        .is_some_and(|v| v >= 1.0)
+                })
+            },
+        )
+        .await;
 
         // The detector stops: readings are still acknowledged, no page comes.
         detector

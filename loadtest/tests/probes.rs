@@ -23,6 +23,7 @@ fn cases(dir: &std::path::Path, api_http: u16) -> Vec<Case> {
             families: &[
                 "fleet_ingest_readings_total",
                 "fleet_ingest_produce_seconds_bucket",
+                "fleet_ingest_gateway_outbox_readings",
             ],
             args: vec![],
         },
@@ -33,6 +34,7 @@ fn cases(dir: &std::path::Path, api_http: u16) -> Vec<Case> {
                 "fleet_detector_readings_total",
                 "fleet_detector_checkpoint_seconds_bucket",
                 "fleet_detector_pumps",
+                "fleet_detector_consumer_lag_records",
             ],
             args: vec!["--group".into(), format!("probes-{}", std::process::id())],
         },
@@ -42,13 +44,17 @@ fn cases(dir: &std::path::Path, api_http: u16) -> Vec<Case> {
             families: &[
                 "fleet_archiver_batches_total",
                 "fleet_archiver_batch_write_seconds_bucket",
+                "fleet_archiver_consumer_lag_records",
             ],
             args: vec![],
         },
         Case {
             binary: "fleet-notifier",
             component: "notifier",
-            families: &["fleet_notifier_in_flight"],
+            families: &[
+                "fleet_notifier_in_flight",
+                "fleet_notifier_consumer_lag_records",
+            ],
             args: vec![],
         },
         Case {
@@ -75,6 +81,26 @@ fn cases(dir: &std::path::Path, api_http: u16) -> Vec<Case> {
                 dir.join("gateway").display().to_string(),
             ],
         },
+        Case {
+            binary: "fleet-canary",
+            component: "canary",
+            // Its gateway's certificate is issued by the test too.
+            families: &[
+                "fleet_canary_last_success_timestamp_seconds",
+                "fleet_canary_operator_alarm_active",
+                "fleet_canary_round_trip_seconds_bucket",
+            ],
+            args: vec![
+                "--gateway-id".into(),
+                format!("gw-canary-probes-{}", std::process::id()),
+                "--pump-id".into(),
+                format!("CANARY-probes-{}", std::process::id()),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--state-dir".into(),
+                dir.join("canary").display().to_string(),
+            ],
+        },
     ]
 }
 
@@ -92,8 +118,11 @@ fn every_service_answers_its_probes_exports_its_metrics_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let suffix = format!("probes-{}", std::process::id());
     let api_http = harness::free_port().expect("port");
-    harness::issue_gateway_certs([format!("gw-probes-{}", std::process::id())])
-        .expect("gateway certificate");
+    harness::issue_gateway_certs([
+        format!("gw-probes-{}", std::process::id()),
+        format!("gw-canary-probes-{}", std::process::id()),
+    ])
+    .expect("gateway certificate");
     for case in cases(dir.path(), api_http) {
         let port = harness::free_port().expect("port");
         let mut service = Service::spawn(

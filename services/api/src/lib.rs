@@ -62,33 +62,7 @@ impl std::fmt::Debug for ApiConfig {
     }
 }
 
-/// A URL with its password (`user:password@`, `password=` in the query) replaced by
-/// `***`, for logs and `Debug`.
-pub fn redact_url(url: &str) -> String {
-    let mut out = url.to_owned();
-    if let Some(scheme_end) = out.find("://") {
-        let rest = &out[scheme_end + 3..];
-        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        if let Some(at) = rest[..authority_end].rfind('@')
-            && let Some(colon) = rest[..at].find(':')
-        {
-            let (from, to) = (scheme_end + 3 + colon + 1, scheme_end + 3 + at);
-            out.replace_range(from..to, "***");
-        }
-    }
-    if let Some(query_start) = out.find('?') {
-        let (base, query) = out.split_at(query_start + 1);
-        let query: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
-                _ => pair.to_owned(),
-            })
-            .collect();
-        out = format!("{base}{}", query.join("&"));
-    }
-    out
-}
+pub use fleet_runtime::redact_url;
 
 /// How often readiness checks the database.
 const READINESS_EVERY: Duration = Duration::from_secs(5);
@@ -191,24 +165,6 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         config: ApiConfig,
-    }
-
-    #[test]
-    fn urls_lose_their_passwords() {
-        assert_eq!(
-            redact_url("postgres://fleet:s3cret@db:5432/fleet?sslmode=require"),
-            "postgres://fleet:***@db:5432/fleet?sslmode=require"
-        );
-        assert_eq!(
-            redact_url("postgres://fleet@db/fleet?password=s3cret&x=1"),
-            "postgres://fleet@db/fleet?password=***&x=1"
-        );
-        assert_eq!(redact_url("mqtt://127.0.0.1:1883"), "mqtt://127.0.0.1:1883");
-        assert_eq!(
-            redact_url("postgres://u:p@ss@db/x"),
-            "postgres://u:***@db/x",
-            "the last @ ends the user info"
-        );
     }
 
     #[test]

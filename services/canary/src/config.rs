@@ -53,10 +53,12 @@ pub struct CanaryConfig {
 }
 
 impl CanaryConfig {
-    pub fn webhook(&self) -> String {
+    /// The receiver's webhook as registered, given the address it is bound to (which
+    /// names the port chosen when `--listen` asked for port 0).
+    pub fn webhook(&self, bound: SocketAddr) -> String {
         self.advertise
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .unwrap_or_else(|| format!("http://{bound}"))
     }
 
     /// Refuses settings under which the canary could never succeed, naming them.

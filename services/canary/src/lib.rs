@@ -68,6 +68,11 @@ pub async fn run(config: CanaryConfig, shutdown: CancellationToken) -> anyhow::R
     // The receiver answers before the registry points the notifier at it.
     let incoming = TcpIncoming::bind(config.listen)
         .with_context(|| format!("binding the operator receiver to {}", config.listen))?;
+    let webhook = config.webhook(
+        incoming
+            .local_addr()
+            .context("the operator receiver's bound address")?,
+    );
     let receiver = receiver::OperatorReceiver {
         pump_id: config.pump_id.clone(),
         secret: secret.clone().into_bytes(),
@@ -80,7 +85,7 @@ pub async fn run(config: CanaryConfig, shutdown: CancellationToken) -> anyhow::R
             .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned()),
     );
 
-    let entries = register::entries(&config, &secret);
+    let entries = register::entries(&config, webhook.clone(), &secret);
     let changed = register::ensure(&pool, &entries)
         .await
         .context("registering the canary's clinic and pump")?;
@@ -88,7 +93,7 @@ pub async fn run(config: CanaryConfig, shutdown: CancellationToken) -> anyhow::R
         clinic_id = config.clinic_id,
         pump_id = config.pump_id,
         gateway_id = config.gateway_id,
-        webhook = config.webhook(),
+        webhook,
         changed,
         "canary registered"
     );

@@ -11,11 +11,11 @@ use sqlx::PgPool;
 use crate::CanaryConfig;
 
 /// The canary's two registry entries.
-pub fn entries(config: &CanaryConfig, signing_secret: &str) -> Registry {
+pub fn entries(config: &CanaryConfig, webhook: String, signing_secret: &str) -> Registry {
     let clinic = Clinic {
         id: config.clinic_id.clone(),
         name: "Fleet operators (canary)".into(),
-        webhook: config.webhook(),
+        webhook,
         // Each round clears its own alarm within seconds; an escalation would only
         // mean the clear is stuck, which the deadline already reports.
         escalation_after: Duration::from_secs(24 * 3600),

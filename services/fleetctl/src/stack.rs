@@ -124,20 +124,8 @@ fn chrono_free_nonce() -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`: never log secrets.
-pub fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    // The last '@' ends the credentials: a password may contain '@'.
-    let Some((userinfo, host)) = rest.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
-    }
-}
+/// Never log secrets: the one redactor every service uses.
+pub use fleet_runtime::redact_url as redact_password;
 
 #[cfg(test)]
 mod tests {

@@ -20,7 +20,7 @@ pub use mqtt::MqttConfig;
 
 /// The three pieces of infrastructure. Each is read from a `FLEET_*` environment
 /// variable; a flag overrides it; the default is the local stack's loopback port.
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct Endpoints {
     /// MQTT broker the gateways publish to: `mqtts://host:port` (TLS with a client
     /// certificate, as the local stack runs it) or `mqtt://host:port` (plain).
@@ -48,9 +48,50 @@ pub struct Endpoints {
     #[arg(
         long,
         env = "FLEET_DATABASE_URL",
+        // `--help` would print the variable's value, password and all.
+        hide_env_values = true,
         default_value = "postgres://fleet:fleet@127.0.0.1:15432/fleet"
     )]
     pub database_url: String,
+}
+
+/// Passwords in the URLs never reach a log through `{:?}`.
+impl std::fmt::Debug for Endpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoints")
+            .field("mqtt_url", &redact_url(&self.mqtt_url))
+            .field("kafka_brokers", &self.kafka_brokers)
+            .field("database_url", &redact_url(&self.database_url))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A URL with its password (`user:password@`, `password=` in the query) replaced by
+/// `***`, for logs and `Debug`.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(scheme_end) = out.find("://") {
+        let rest = &out[scheme_end + 3..];
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            let (from, to) = (scheme_end + 3 + colon + 1, scheme_end + 3 + at);
+            out.replace_range(from..to, "***");
+        }
+    }
+    if let Some(query_start) = out.find('?') {
+        let (base, query) = out.split_at(query_start + 1);
+        let query: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out = format!("{base}{}", query.join("&"));
+    }
+    out
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`), so stdout stays free for a
@@ -75,5 +116,28 @@ impl Endpoints {
             key_file: self.mqtt_key_file.clone(),
             cert_dir: self.mqtt_cert_dir.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::redact_url;
+
+    #[test]
+    fn urls_lose_their_passwords() {
+        assert_eq!(
+            redact_url("postgres://fleet:s3cret@db:5432/fleet?sslmode=require"),
+            "postgres://fleet:***@db:5432/fleet?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://fleet@db/fleet?password=s3cret&x=1"),
+            "postgres://fleet@db/fleet?password=***&x=1"
+        );
+        assert_eq!(redact_url("mqtt://127.0.0.1:1883"), "mqtt://127.0.0.1:1883");
+        assert_eq!(
+            redact_url("postgres://u:p@ss@db/x"),
+            "postgres://u:***@db/x",
+            "the last @ ends the user info"
+        );
     }
 }
