@@ -315,19 +315,22 @@ mqtt_pid() { pid_alive "$MQTT_PIDFILE" mosquitto; }
 
 # The certificates: made once per state dir by `fleetctl certs` (the same code the
 # harness uses to issue gateway certificates later under the same CA). A built
-# fleetctl is used when FLEET_FLEETCTL names one; otherwise cargo builds it.
+# fleetctl is used when FLEET_FLEETCTL names one; otherwise cargo builds it. The
+# canary's gateway (gw-canary, fleet-canary's default identity) gets one too, so
+# `fleet-canary` runs against the stack with no arguments.
+readonly CANARY_GATEWAY=gw-canary
 tls_ensure() {
-    if [[ -s $TLS/ca.crt && -s $TLS/server.crt && -s $TLS_CLIENTS/fleet-ingest.crt && -s $TLS_CLIENTS/fleet-operator.crt ]]; then
+    if [[ -s $TLS/ca.crt && -s $TLS/server.crt && -s $TLS_CLIENTS/fleet-ingest.crt && -s $TLS_CLIENTS/fleet-operator.crt && -s $TLS_CLIENTS/$CANARY_GATEWAY.crt ]]; then
         return 0
     fi
     local tlslog=$LOGS/certs.log
     log "mqtt: making the local CA and certificates in $TLS (log: $tlslog)"
     if [[ -n ${FLEET_FLEETCTL:-} ]]; then
-        "$FLEET_FLEETCTL" certs --out "$TLS" >>"$tlslog" 2>&1 ||
+        "$FLEET_FLEETCTL" certs --out "$TLS" --gateway "$CANARY_GATEWAY" >>"$tlslog" 2>&1 ||
             fail_component mqtt "$tlslog" "$FLEET_FLEETCTL certs --out $TLS failed"
     else
         command -v cargo >/dev/null 2>&1 || die "mqtt: certificates missing in $TLS and cargo is not on PATH to build fleetctl (or set FLEET_FLEETCTL)"
-        (cd -- "$REPO_ROOT" && cargo run --quiet -p fleetctl -- certs --out "$TLS") >>"$tlslog" 2>&1 9>&- ||
+        (cd -- "$REPO_ROOT" && cargo run --quiet -p fleetctl -- certs --out "$TLS" --gateway "$CANARY_GATEWAY") >>"$tlslog" 2>&1 9>&- ||
             fail_component mqtt "$tlslog" "cargo run -p fleetctl -- certs --out $TLS failed"
     fi
 }
