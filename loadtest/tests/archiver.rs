@@ -216,7 +216,9 @@ async fn a_killed_archiver_stores_every_reading_exactly_once() {
 #[ignore = "needs the local stack: scripts/test.sh starts it"]
 async fn a_stopped_archiver_commits_what_it_wrote_before_it_exits() {
     let run = Run::new("archiver_stop").await;
-    let readings = harness::healthy_fleet(40, 500);
+    // Large enough that draining it spans several of the consumer's once-a-second lag
+    // reports, however fast the machine.
+    let readings = harness::healthy_fleet(40, 2000);
     let producer =
         FleetProducer::new(&run.env.kafka_brokers, run.topics.clone()).expect("producer");
     for topic in [&run.topics.readings, &run.topics.alarms] {
