@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::demo::pages::Pages;
 use crate::demo::plan::Plan;
-use crate::demo::services::{FleetClock, Ports, Processes};
+use crate::demo::services::{Ports, Processes};
 use crate::demo::summary;
 use crate::harness::{self, StackEnv};
 use report::{Kill, PageFigures, ReadingFigures, Report};
@@ -147,22 +147,9 @@ impl Chaos {
             &config.secret,
         )
         .await?;
-        let origin = Utc::now() + chrono::Duration::seconds(1);
-        processes.start_gateways(
-            &plan,
-            FleetClock {
-                speedup: config.speedup,
-                origin,
-            },
-        )?;
-        let pages = Pages::new(
-            plan.clinics
-                .iter()
-                .map(|c| (c.id.clone(), processes.pages_file(&c.id)))
-                .collect(),
-        );
+        let (clock, pages) = processes.start_fleet(&plan, config.speedup)?;
         Ok(Chaos {
-            clock: SimClock::anchored(plan.start, origin, config.speedup),
+            clock,
             config,
             plan,
             pool,

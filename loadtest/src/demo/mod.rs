@@ -33,7 +33,7 @@ use clinicians::Clinicians;
 use pages::Pages;
 use plan::Plan;
 use progress::{Progress, Snapshot};
-use services::{FleetClock, Ports, Processes};
+use services::{Ports, Processes};
 use summary::{ReadingFigures, Summary};
 
 #[derive(Debug, Clone)]
@@ -134,23 +134,10 @@ impl Demo {
                 .collect(),
         )
         .await?;
-        let origin = Utc::now() + chrono::Duration::seconds(1);
-        processes.start_gateways(
-            &plan,
-            FleetClock {
-                speedup: config.speedup,
-                origin,
-            },
-        )?;
-        let pages = Pages::new(
-            plan.clinics
-                .iter()
-                .map(|c| (c.id.clone(), processes.pages_file(&c.id)))
-                .collect(),
-        );
+        let (clock, pages) = processes.start_fleet(&plan, config.speedup)?;
         let (_, user, token) = logins.swap_remove(0);
         Ok(Demo {
-            clock: SimClock::anchored(plan.start, origin, config.speedup),
+            clock,
             config,
             plan,
             pool,

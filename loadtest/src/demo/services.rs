@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use fleet_gateway::simulated::SimClock;
+
 use super::plan::Plan;
 use crate::harness::{self, Service, StackEnv};
 
@@ -129,6 +131,24 @@ impl Processes {
             harness::wait_port(clinic.receiver_port, ready).await?;
         }
         Ok(p)
+    }
+
+    /// Starts the plan's simulated fleet a second from now at `speedup`: the clock
+    /// that maps its simulated time to the wall's, and the clinics' page files.
+    pub fn start_fleet(
+        &mut self,
+        plan: &Plan,
+        speedup: f64,
+    ) -> anyhow::Result<(SimClock, super::pages::Pages)> {
+        let origin = Utc::now() + chrono::Duration::seconds(1);
+        self.start_gateways(plan, FleetClock { speedup, origin })?;
+        let pages = super::pages::Pages::new(
+            plan.clinics
+                .iter()
+                .map(|c| (c.id.clone(), self.pages_file(&c.id)))
+                .collect(),
+        );
+        Ok((SimClock::anchored(plan.start, origin, speedup), pages))
     }
 
     /// Starts the gateway process hosting the plan's simulated fleet; it goes first
