@@ -69,30 +69,49 @@ pub fn repo_root() -> PathBuf {
 /// profile as the running executable. Built once per process: asking again costs no
 /// cargo run, so a benchmark can build before its clock starts and spawn inside it.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    binaries(&[name])?;
+    Ok(profile_dir()?.join(name))
+}
+
+/// [`binary`] for several at once, in one cargo run: with a target directory shared
+/// with other builds, each cargo run may first wait for its lock, so a benchmark
+/// that needs several binaries asks for them all up front.
+pub fn binaries(names: &[&str]) -> anyhow::Result<()> {
     static BUILT: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
     let dir = profile_dir()?;
-    let path = dir.join(name);
-    if BUILT.lock().is_ok_and(|built| built.contains(name)) && path.exists() {
-        return Ok(path);
+    let missing: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|name| {
+            !(BUILT.lock().is_ok_and(|built| built.contains(*name)) && dir.join(name).exists())
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
     }
     let release = dir.file_name().is_some_and(|n| n == "release");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
-    build
-        .current_dir(repo_root())
-        .args(["build", "--quiet", "--bin", name]);
+    build.current_dir(repo_root()).args(["build", "--quiet"]);
+    for name in &missing {
+        build.args(["--bin", name]);
+    }
     if release {
         build.arg("--release");
     }
-    let status = build.status().with_context(|| format!("building {name}"))?;
+    let list = missing.join(", ");
+    let status = build.status().with_context(|| format!("building {list}"))?;
     if !status.success() {
-        bail!("building {name} failed");
+        bail!("building {list} failed");
     }
-    anyhow::ensure!(path.exists(), "{} was not built", path.display());
+    for name in &missing {
+        let path = dir.join(name);
+        anyhow::ensure!(path.exists(), "{} was not built", path.display());
+    }
     if let Ok(mut built) = BUILT.lock() {
-        built.insert(name.to_owned());
+        built.extend(missing.iter().map(|n| (*n).to_owned()));
     }
-    Ok(path)
+    Ok(())
 }
 
 /// Path to a workspace binary already built beside the running executable (a tool run
@@ -351,12 +370,27 @@ pub const SMOKE_SCENARIO: &str = concat!(
 /// A healthy simulated fleet (one pump per gateway) reporting hourly until an hour ago:
 /// load that raises no alarm, even once a probe moves the detector's clock to now.
 pub fn healthy_fleet(gateways: usize, per_gateway: usize) -> Vec<Reading> {
-    use fleet_simulator::{FaultMix, Fleet, FleetSpec};
+    simulated_fleet(gateways, per_gateway, fleet_simulator::FaultMix::none()).0
+}
+
+/// [`healthy_fleet`] with the simulator's `faults` injected: the readings, and how
+/// many pumps carry each fault (a fault the run is too short to show is not injected,
+/// and its pump counts as `none`).
+pub fn simulated_fleet(
+    gateways: usize,
+    per_gateway: usize,
+    faults: fleet_simulator::FaultMix,
+) -> (Vec<Reading>, BTreeMap<String, usize>) {
+    use fleet_simulator::{Fleet, FleetSpec};
     let end = chrono::Utc::now() - chrono::Duration::hours(1);
     let start = end - chrono::Duration::hours(per_gateway as i64);
-    let mut fleet =
-        Fleet::new(FleetSpec::new(7, gateways, start, end).with_faults(FaultMix::none()));
-    fleet.advance_until(end)
+    let mut fleet = Fleet::new(FleetSpec::new(7, gateways, start, end).with_faults(faults));
+    let readings = fleet.advance_until(end);
+    let mut pumps = BTreeMap::new();
+    for pump in fleet.pumps() {
+        *pumps.entry(pump.fault().name().to_owned()).or_insert(0) += 1;
+    }
+    (readings, pumps)
 }
 
 /// A directory for a benchmark's logs and data, kept afterwards: the services' logs are

@@ -42,7 +42,7 @@ impl Workload {
     pub fn new(gateways: usize, readings: usize) -> Workload {
         let gateways = gateways.max(1);
         let mut fleet = harness::healthy_fleet(gateways, readings.div_ceil(gateways));
-        let low_reservoir_pumps = end_low(&mut fleet);
+        let low_reservoir_pumps = end_low(&mut fleet, LOW_EVERY);
         Workload {
             readings: fleet,
             low_reservoir_pumps,
@@ -50,14 +50,16 @@ impl Workload {
     }
 }
 
-/// Puts the last reading of every [`LOW_EVERY`]th pump (by id) at its threshold;
-/// returns how many pumps that is.
-fn end_low(readings: &mut [Reading]) -> usize {
+/// Puts the last reading of every `every`th pump (by id, from the first) at its
+/// threshold, so the detector raises LOW_RESERVOIR for each of those pumps exactly
+/// once; returns how many pumps that is. `fleet-loadtest --faults low-reservoir=F`
+/// injects its fault this way too.
+pub fn end_low(readings: &mut [Reading], every: usize) -> usize {
     let mut last: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, r) in readings.iter().enumerate() {
         last.insert(&r.pump_id, i);
     }
-    let chosen: Vec<usize> = last.into_values().step_by(LOW_EVERY).collect();
+    let chosen: Vec<usize> = last.into_values().step_by(every.max(1)).collect();
     for &i in &chosen {
         readings[i].reservoir_ml = readings[i].low_reservoir_threshold_ml;
     }

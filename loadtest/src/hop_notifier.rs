@@ -44,7 +44,12 @@ pub async fn measure(
     let receiver_port = harness::free_port()?;
     let database_url =
         fleet_store::testing::fresh_database(&env.database_url, "loadtest_paging").await?;
-    register(&database_url, alarms, receiver_port).await?;
+    let gateways: Vec<String> = alarms.iter().map(|a| format!("gw-{}", a.pump_id)).collect();
+    let pumps = alarms
+        .iter()
+        .zip(&gateways)
+        .map(|(a, g)| (a.pump_id.as_str(), g.as_str()));
+    register_clinic(&database_url, pumps, receiver_port).await?;
     let topics = Topics::with_suffix(&suffix);
     ensure_topic(&env.kafka_brokers, &topics.alarms, DEFAULT_PARTITIONS).await?;
     kafka_load::alarms(&FleetProducer::new(&env.kafka_brokers, topics)?, alarms).await?;
@@ -71,11 +76,13 @@ pub async fn measure(
     Ok(per_second(alarms.len().saturating_sub(1), span))
 }
 
-/// One clinic, paged at the receiver and signing with [`SECRET`], following every pump
-/// the alarms name; imported into `database_url`, where the notifier reads it.
-async fn register(
+/// One clinic, paged at the receiver on `receiver_port` and signing with [`SECRET`],
+/// following every pump, each relayed by its `(pump_id, gateway_id)` gateway;
+/// imported into `database_url`, where the notifier (and ingest, for its pairing)
+/// reads it. The paging hop and the alarm-latency phase both page through this.
+pub async fn register_clinic<'a>(
     database_url: &str,
-    alarms: &[AlarmEvent],
+    pumps: impl IntoIterator<Item = (&'a str, &'a str)>,
     receiver_port: u16,
 ) -> anyhow::Result<()> {
     let mut toml = format!(
@@ -84,21 +91,23 @@ async fn register(
          signing_secret = \"{SECRET}\"\n",
         pages::CLINIC
     );
-    for alarm in alarms {
+    let pumps: BTreeMap<&str, &str> = pumps.into_iter().collect();
+    for (pump, gateway) in pumps {
         toml += &format!(
-            "[[pump]]\npump_id = \"{0}\"\ngateway_id = \"gw-{0}\"\nclinic_id = \"{1}\"\n",
-            alarm.pump_id,
+            "[[pump]]\npump_id = \"{pump}\"\ngateway_id = \"{gateway}\"\nclinic_id = \"{}\"\n",
             pages::CLINIC
         );
     }
-    let registry = Registry::from_toml(&toml).context("the paging hop's registry")?;
+    let registry = Registry::from_toml(&toml).context("the load test's registry")?;
     let pool = fleet_store::connect(database_url).await?;
     fleet_store::registry::import(&pool, &registry, false).await?;
     pool.close().await;
     Ok(())
 }
 
-fn start_receiver(port: u16, out: &Path, dir: &Path) -> anyhow::Result<Service> {
+/// The real `fleetctl receiver` on loopback `port`, checking [`SECRET`] and recording
+/// every page it accepts to `out` (JSON Lines); its log in `dir/receiver.log`.
+pub fn start_receiver(port: u16, out: &Path, dir: &Path) -> anyhow::Result<Service> {
     Service::spawn(
         "fleetctl receiver",
         Command::new(harness::binary("fleetctl")?)

@@ -1,10 +1,86 @@
 //! The benchmark's picture: each hop's figure as a fraction of its raw ceiling, one
 //! bar per hop from the top in the order given, labelled with both figures, and a
-//! line where a hop would equal its ceiling.
+//! line where a hop would equal its ceiling; and the alarm-latency histogram, one bar
+//! per bucket with its count, the percentiles in the caption.
 
 use plotters::prelude::*;
 
 use crate::hop::Hop;
+use crate::latency::Latency;
+
+/// The alarm-latency histogram of `latency` (SVG).
+pub fn latency_histogram(latency: &Latency) -> Result<String, String> {
+    let failed = |e: &dyn std::fmt::Debug| format!("drawing the latency plot: {e:?}");
+    let buckets = latency.histogram();
+    let pct = |p: f64| {
+        let sorted = &latency.samples_ms;
+        if sorted.is_empty() {
+            return 0.0;
+        }
+        sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+    };
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| failed(&e))?;
+        let most = buckets.iter().map(|b| b.2).max().unwrap_or(0).max(1) as f64;
+        let columns = buckets.len() as f64;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!(
+                    "Alarm latency, gateway to receiver ({} probes): p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+                    latency.samples_ms.len(),
+                    pct(0.5),
+                    pct(0.9),
+                    pct(0.99),
+                    pct(1.0)
+                ),
+                ("sans-serif", 16),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..columns, 0.0..most * 1.15)
+            .map_err(|e| failed(&e))?;
+        chart
+            .configure_mesh()
+            .y_desc("probes")
+            .x_desc("latency bucket (ms)")
+            .disable_x_mesh()
+            .x_labels(0)
+            .draw()
+            .map_err(|e| failed(&e))?;
+        for (i, (above, up_to, count)) in buckets.iter().enumerate() {
+            let x = i as f64;
+            let label = match up_to {
+                Some(up_to) => format!("≤{up_to:.0}"),
+                None => format!(">{above:.0}"),
+            };
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(x + 0.1, 0.0), (x + 0.9, *count as f64)],
+                    BLUE.mix(0.6).filled(),
+                )))
+                .map_err(|e| failed(&e))?;
+            chart
+                .draw_series([
+                    Text::new(
+                        count.to_string(),
+                        (x + 0.35, *count as f64 + most * 0.1),
+                        ("sans-serif", 13).into_font(),
+                    ),
+                    Text::new(
+                        label,
+                        (x + 0.15, *count as f64 + most * 0.03),
+                        ("sans-serif", 12).into_font(),
+                    ),
+                ])
+                .map_err(|e| failed(&e))?;
+        }
+        root.present().map_err(|e| failed(&e))?;
+    }
+    Ok(svg)
+}
 
 pub fn ratios(hops: &[Hop]) -> Result<String, String> {
     let failed = |e: &dyn std::fmt::Debug| format!("drawing the plot: {e:?}");

@@ -2,8 +2,10 @@
 //! test stack and writes its JSON and its plot. Its figures are not asserted (a shared
 //! CI machine is no place for performance thresholds), only that each was measured and
 //! nothing was lost: the run itself fails if the detector misses a reading or an alarm,
-//! or the receiver a page; this test checks the rest (duplicates in Kafka, connections
-//! that failed or dropped, hops without a figure).
+//! the receiver a page or a probe's page, or Kafka a reading; this test checks the rest
+//! (readings counted end to end, duplicates in Kafka, connections that failed or
+//! dropped, hops without a figure, the alarm-latency percentiles and histogram and
+//! their plot). It runs with a fault mix, so `--faults` is exercised too.
 
 use fleet_loadtest::harness::StackEnv;
 
@@ -17,6 +19,7 @@ fn the_quick_load_test_measures_every_hop_and_its_ceiling() {
         .command("fleet-loadtest", &env.database_url)
         .expect("binary")
         .arg("--quick")
+        .args(["--faults", "low-reservoir=0.1,occlusion=0.05"])
         .arg("--out")
         .arg(&out)
         .arg("--plot")
@@ -38,6 +41,18 @@ fn the_quick_load_test_measures_every_hop_and_its_ceiling() {
         result["duplicates_in_kafka"], 0,
         "no reading twice in Kafka"
     );
+    assert_end_to_end_counted(&result);
+    assert_eq!(
+        result["faults"]["low-reservoir"], 0.1,
+        "{}",
+        result["faults"]
+    );
+    assert_eq!(
+        result["pumps_by_fault"]["low-reservoir"], 4,
+        "{}",
+        result["pumps_by_fault"]
+    );
+    let latency_plot = assert_latency_measured(&result["alarm_latency"]);
     assert_every_hop_measured(&result);
     assert_connections_held(&result["mqtt_connections"]);
     assert!(result["detector"]["readings"].as_u64().unwrap_or_default() >= 4000);
@@ -52,6 +67,60 @@ fn the_quick_load_test_measures_every_hop_and_its_ceiling() {
         let name = hop["hop"].as_str().unwrap_or_default();
         assert!(svg.contains(name), "{name} is not in the plot");
     }
+    let expected_plot = dir.path().join("quick-latency.svg");
+    assert_eq!(result["latency_plot"], expected_plot.display().to_string());
+    let svg = std::fs::read_to_string(&expected_plot).expect("latency plot written");
+    assert!(svg.starts_with("<svg") && svg.contains("Alarm latency"));
+    assert!(svg.contains(&latency_plot), "the plot shows no p99");
+}
+
+/// Every reading offered was counted by (pump_id, seq) in Kafka: none lost, none
+/// twice, over a measured time.
+fn assert_end_to_end_counted(result: &serde_json::Value) {
+    let counts = &result["end_to_end"];
+    let offered = counts["offered"].as_u64().expect("offered counted");
+    assert!(offered >= 40 * 25, "{counts}");
+    assert_eq!(counts["arrived"], offered, "{counts}");
+    assert_eq!(counts["lost"], 0, "{counts}");
+    assert_eq!(counts["duplicates"], 0, "{counts}");
+    assert!(
+        counts["seconds"].as_f64().unwrap_or_default() > 0.0,
+        "{counts}"
+    );
+}
+
+/// Every probe gave a sample; the percentiles, the histogram (which holds every
+/// sample) and each hop's share were measured. Returns the p99 as the plot's caption
+/// writes it.
+fn assert_latency_measured(latency: &serde_json::Value) -> String {
+    assert_eq!(latency["probes"], 20, "{latency}");
+    for p in ["p50", "p90", "p99", "max"] {
+        let ms = latency["latency_ms"][p].as_f64().unwrap_or_default();
+        assert!(ms > 0.0, "{p} was not measured: {latency}");
+    }
+    let buckets = latency["histogram"].as_array().expect("a histogram");
+    let counted: u64 = buckets.iter().filter_map(|b| b["count"].as_u64()).sum();
+    assert_eq!(counted, 20, "every probe in one bucket: {latency}");
+    for hop in [
+        "gateway_to_readings_topic",
+        "readings_topic_to_alarm",
+        "alarm_to_page_enqueued",
+        "page_enqueued_to_accepted",
+    ] {
+        assert!(
+            latency["hops_ms"][hop]["p50"].is_number(),
+            "{hop}: {latency}"
+        );
+    }
+    assert!(
+        latency["readings_per_s_while_probing"]
+            .as_f64()
+            .unwrap_or_default()
+            > 0.0,
+        "{latency}"
+    );
+    let p99 = latency["latency_ms"]["p99"].as_f64().unwrap_or_default();
+    format!("p99 {p99:.0} ms")
 }
 
 /// Every hop, old and new, with a rate and a ceiling: each was measured, in one shape.

@@ -5,11 +5,21 @@
 //! path against a raw `COPY` into the same database, and the real archiver and the real
 //! detector working off a backlog against a bare Kafka consumer; the real notifier
 //! paging the real receiver against bare tonic. Needs the local stack
-//! (`deploy/local/stack.sh up`). End-to-end alarm latency is `fleet-latency`'s job.
+//! (`deploy/local/stack.sh up`).
 //!
-//! Prints the figures, writes them as JSON (`--out`, every hop alike in `hops`) and
-//! draws the ratios (`--plot`). `--quick` is a small run (well under two minutes) for
-//! CI's smoke test: its figures are not comparable with a full run's.
+//! The telemetry phase offers `--rate` readings/s across the fleet for `--duration`
+//! (or `--readings-per-gateway` each), paced as a gateway relays its pump, or replays
+//! as fast as the path takes them without `--rate`; `--faults` sets the fraction of
+//! pumps carrying each fault. It counts every reading by `(pump_id, seq)`: offered,
+//! arrived, lost, duplicated. The alarm-latency phase follows ([`latency`], the core
+//! `fleet-latency` runs too): probes paged end to end while the path carries a fleet at
+//! the offered rate (half the measured full-speed rate without `--rate`).
+//!
+//! Prints the figures, writes them as JSON (`--out`, every hop alike in `hops`, the
+//! latency percentiles and histogram in `alarm_latency`) and draws the ratios
+//! (`--plot`) and the latency histogram (beside it, `NAME-latency.svg`). `--quick` is
+//! a small run (well under two minutes) for CI's smoke test: its figures are not
+//! comparable with a full run's.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,9 +31,11 @@ use clap::Parser;
 use fleet_core::Reading;
 use fleet_kafka::{FleetProducer, Topics, ensure_topic};
 use fleet_loadtest::archive_ceiling::{self, ArchiveRates};
+use fleet_loadtest::faults::Faults;
 use fleet_loadtest::harness::{self, Service, StackEnv};
 use fleet_loadtest::hop::{Hop, per_second};
 use fleet_loadtest::hop_detector::{self, DetectorDrain};
+use fleet_loadtest::latency::{self, Latency};
 use fleet_loadtest::mqtt_connections::{self, ConnectionsReport};
 use fleet_loadtest::{hop_notifier, kafka_count, kafka_load, pages, plot, tonic_ceiling};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
@@ -37,9 +49,32 @@ struct Cli {
     /// Virtual gateways (one pump each), all in one gateway process.
     #[arg(long, default_value_t = 200)]
     gateways: usize,
-    /// Readings per gateway.
-    #[arg(long, default_value_t = 150)]
-    readings_per_gateway: usize,
+    /// Readings per gateway in the telemetry phase (default 150, 30 with `--quick`).
+    /// With `--rate`, `--duration` may decide it instead.
+    #[arg(long)]
+    readings_per_gateway: Option<usize>,
+    /// Readings/s the whole fleet offers in the telemetry phase, paced (each gateway
+    /// hands its outbox a small batch every 100 ms or so, as the gateway process's
+    /// replay does). Without it the fleet replays as fast as the path acknowledges.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// How long the telemetry phase offers `--rate` (needs `--rate`): readings per
+    /// gateway are rate × duration / gateways. E.g. `60s`, `5m`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// The fault mix, as fractions of pumps: `low-reservoir=0.05,occlusion=0.02,...`;
+    /// `low-reservoir` ends a pump's readings at its threshold, every other name is a
+    /// simulator fault (`missed-refill`, `reprogram-up`, `battery-premature`,
+    /// `motor-stall`, `gateway-outage-backlog`, ...). Applies to the telemetry
+    /// phase's fleet and the latency phase's background.
+    #[arg(long, default_value = "")]
+    faults: Faults,
+    /// Alarm-latency probes (one pump each) sent while the path carries the load.
+    #[arg(long, default_value_t = 100)]
+    probes: usize,
+    /// Time between two probes.
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    probe_every: Duration,
     /// Ingest replicas sharing the subscription.
     #[arg(long, default_value_t = 1)]
     ingest_replicas: usize,
@@ -68,12 +103,13 @@ struct Cli {
     /// Where to write the JSON result.
     #[arg(long, default_value = "loadtest/results/telemetry.json")]
     out: PathBuf,
-    /// Where to draw each hop's ratio to its ceiling (SVG).
+    /// Where to draw each hop's ratio to its ceiling (SVG); the latency histogram goes
+    /// beside it, as `NAME-latency.svg`.
     #[arg(long, default_value = "loadtest/results/telemetry.svg")]
     plot: PathBuf,
     /// A small run for a smoke test: 40 gateways × 30 readings, 3,000 raw messages,
-    /// 500 connections, 4,000 detector readings, 300 alarms, 3,000 tonic calls (each
-    /// unless given explicitly).
+    /// 500 connections, 4,000 detector readings, 300 alarms, 3,000 tonic calls, 20
+    /// probes (each unless given explicitly).
     #[arg(long)]
     quick: bool,
 }
@@ -88,12 +124,12 @@ impl Cli {
             let defaulted = |id: &str| matches.value_source(id) == Some(ValueSource::DefaultValue);
             for (id, size, quick) in [
                 ("gateways", &mut cli.gateways, 40),
-                ("readings_per_gateway", &mut cli.readings_per_gateway, 30),
                 ("raw_messages", &mut cli.raw_messages, 3000),
                 ("connections", &mut cli.connections, 500),
                 ("detector_readings", &mut cli.detector_readings, 4000),
                 ("alarms", &mut cli.alarms, 300),
                 ("tonic_calls", &mut cli.tonic_calls, 3000),
+                ("probes", &mut cli.probes, 20),
             ] {
                 if defaulted(id) {
                     *size = quick;
@@ -101,6 +137,49 @@ impl Cli {
             }
         }
         cli
+    }
+
+    /// Checks the knobs together; readings per gateway in the telemetry phase.
+    fn readings_per_gateway(&self) -> anyhow::Result<usize> {
+        anyhow::ensure!(self.gateways > 0, "--gateways must be at least 1");
+        anyhow::ensure!(self.probes > 0, "--probes must be at least 1");
+        anyhow::ensure!(
+            !self.probe_every.is_zero(),
+            "--probe-every must be longer than 0"
+        );
+        if let Some(rate) = self.rate {
+            anyhow::ensure!(
+                rate.is_finite() && rate > 0.0,
+                "--rate must be a positive number of readings/s (leave it out for full speed), not {rate}"
+            );
+        }
+        let default = if self.quick { 30 } else { 150 };
+        let per_gateway = match (self.rate, self.duration, self.readings_per_gateway) {
+            (None, Some(_), _) => {
+                anyhow::bail!("--duration needs --rate: how long to offer which rate")
+            }
+            (Some(_), Some(_), Some(_)) => anyhow::bail!(
+                "--duration and --readings-per-gateway both decide the readings per gateway: give one"
+            ),
+            (Some(rate), Some(duration), None) => {
+                anyhow::ensure!(!duration.is_zero(), "--duration must be longer than 0");
+                (rate * duration.as_secs_f64() / self.gateways as f64).ceil() as usize
+            }
+            (_, None, given) => given.unwrap_or(default),
+        };
+        anyhow::ensure!(per_gateway > 0, "--readings-per-gateway must be at least 1");
+        Ok(per_gateway)
+    }
+
+    /// How the telemetry phase's gateways are paced.
+    fn pace(&self) -> harness::Pace {
+        match self.rate {
+            Some(total) => harness::Pace::ReadingsPerSecond {
+                total,
+                gateways: self.gateways,
+            },
+            None => harness::Pace::FullSpeed,
+        }
     }
 }
 
@@ -117,8 +196,19 @@ struct Ceilings {
 #[derive(Debug, Clone)]
 struct Telemetry {
     readings_per_s: f64,
-    duplicates: u64,
+    counts: Counts,
     connections: ConnectionsReport,
+}
+
+/// Readings counted end to end by `(pump_id, seq)`: what the gateways were given,
+/// what reached Kafka, and the time that took.
+#[derive(Debug, Clone, Copy)]
+struct Counts {
+    offered: usize,
+    arrived: usize,
+    lost: usize,
+    duplicates: u64,
+    elapsed_s: f64,
 }
 
 /// Paging: the real notifier to the real receiver, and bare tonic.
@@ -131,31 +221,53 @@ struct Paging {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse_with_quick();
+    let readings_per_gateway = cli.readings_per_gateway()?;
     let env = StackEnv::from_env()?;
+    // Every service binary in one cargo run, before anything is timed.
+    harness::binaries(&[
+        "fleet-ingest",
+        "fleet-gateway",
+        "fleet-detector",
+        "fleet-notifier",
+        "fleet-archiver",
+        "fleetctl",
+    ])?;
     // Before anything is measured: a run that cannot hold its connections fails now.
     mqtt_connections::preflight(cli.connections)?;
     let run = format!("bench-{}", Utc::now().timestamp());
     let dir = harness::kept_dir("fleet-loadtest-")?;
 
-    let readings = harness::healthy_fleet(cli.gateways, cli.readings_per_gateway);
+    let (readings, pumps_by_fault) = cli.faults.fleet(cli.gateways, readings_per_gateway);
     let sample_bytes = fleet_core::protobuf::encode_reading(&readings[0]).len();
     eprintln!(
-        "{} readings from {} gateways ({} bytes each as protobuf)",
+        "{} readings from {} gateways ({} bytes each as protobuf), offered {}; pumps by fault: {pumps_by_fault:?}",
         readings.len(),
         cli.gateways,
-        sample_bytes
+        sample_bytes,
+        cli.rate
+            .map_or("at full speed".to_owned(), |r| format!("at {r} readings/s")),
     );
 
     let ceilings = ceilings(&env, &run, &readings, cli.raw_messages, sample_bytes).await?;
     let telemetry = telemetry_beside_connections(&cli, &env, &run, &dir, &readings).await?;
+    let latency = alarm_latency(&cli, &env, &run, &dir, telemetry.readings_per_s).await?;
     let (archive, drained) = archive(&env, &run, &dir, &readings).await?;
     let detector = detector(&cli, &env, &run, &dir).await?;
     let paging = paging(&cli, &env, &run, &dir).await?;
 
     let hops = hops(&ceilings, &telemetry, &archive, drained, &detector, &paging);
     write_creating_dir(&cli.plot, plot::ratios(&hops).map_err(anyhow::Error::msg)?)?;
+    let latency_plot = latency_plot_path(&cli.plot);
+    write_creating_dir(
+        &latency_plot,
+        plot::latency_histogram(&latency).map_err(anyhow::Error::msg)?,
+    )?;
     let report = Report {
         cli: &cli,
+        readings_per_gateway,
+        pumps_by_fault,
+        latency,
+        latency_plot,
         readings: readings.len(),
         reading_bytes: sample_bytes,
         ceilings,
@@ -168,7 +280,55 @@ async fn main() -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(&report.json())? + "\n";
     write_creating_dir(&cli.out, &text)?;
     print!("{text}");
+    let counts = report.telemetry.counts;
+    anyhow::ensure!(
+        counts.lost == 0,
+        "{} of {} readings never reached Kafka (logs in {})",
+        counts.lost,
+        counts.offered,
+        dir.display()
+    );
     Ok(())
+}
+
+/// `DIR/NAME-latency.svg` beside the ratios' `DIR/NAME.svg`.
+fn latency_plot_path(plot: &Path) -> PathBuf {
+    let stem = plot.file_stem().and_then(|s| s.to_str()).unwrap_or("plot");
+    plot.with_file_name(format!("{stem}-latency.svg"))
+}
+
+/// The alarm-latency phase: probes paged end to end while a fleet with the run's
+/// faults offers `--rate` (half of `measured`, the path's full-speed rate, without
+/// it), for long enough to cover every probe.
+async fn alarm_latency(
+    cli: &Cli,
+    env: &StackEnv,
+    run: &str,
+    dir: &Path,
+    measured: f64,
+) -> anyhow::Result<Latency> {
+    let offered = cli.rate.unwrap_or((measured / 2.0).max(1.0));
+    // A second's margin at either end of the probing.
+    let span = latency::Plan::probing_span(cli.probes, cli.probe_every) + Duration::from_secs(2);
+    let per_gateway = ((offered * span.as_secs_f64() / cli.gateways as f64).ceil() as usize).max(2);
+    let (background, _) = cli.faults.fleet(cli.gateways, per_gateway);
+    let plan = latency::Plan {
+        background,
+        pace: harness::Pace::ReadingsPerSecond {
+            total: offered,
+            gateways: cli.gateways,
+        },
+        probes: cli.probes,
+        probe_every: cli.probe_every,
+    };
+    let measured = latency::measure(env, run, dir, &plan).await?;
+    eprintln!(
+        "alarm latency: {} ({} probes) while the path carried {} readings/s",
+        measured.percentiles(),
+        measured.samples_ms.len(),
+        measured.readings_per_s_while_probing
+    );
+    Ok(measured)
 }
 
 fn write_creating_dir(path: &Path, contents: impl AsRef<[u8]>) -> anyhow::Result<()> {
@@ -221,15 +381,15 @@ async fn telemetry_beside_connections(
         opened.rss_kib_before,
         opened.rss_kib_after
     );
-    let (readings_per_s, duplicates) =
-        pipeline(env, run, dir, readings, cli.ingest_replicas).await?;
+    let counts = pipeline(env, run, dir, readings, cli.ingest_replicas, cli.pace()).await?;
+    let readings_per_s = counts.arrived as f64 / counts.elapsed_s;
     eprintln!(
         "pipeline: {readings_per_s:.0} readings/s beside {} open connections",
         held.still_open()
     );
     Ok(Telemetry {
         readings_per_s,
-        duplicates,
+        counts,
         connections: held.close().await,
     })
 }
@@ -350,6 +510,10 @@ fn hops(
 /// Everything the run measured, for the JSON.
 struct Report<'a> {
     cli: &'a Cli,
+    readings_per_gateway: usize,
+    pumps_by_fault: std::collections::BTreeMap<String, usize>,
+    latency: Latency,
+    latency_plot: PathBuf,
     readings: usize,
     reading_bytes: usize,
     ceilings: Ceilings,
@@ -366,14 +530,30 @@ impl Report<'_> {
         let (ceilings, path, archive) =
             (&self.ceilings, self.telemetry.readings_per_s, &self.archive);
         let consume = self.detector.consume_ceiling_per_s;
+        let counts = &self.telemetry.counts;
         serde_json::json!({
             "measured_at": Utc::now().to_rfc3339(),
             "gateways": self.cli.gateways,
+            "readings_per_gateway": self.readings_per_gateway,
             "readings": self.readings,
             "reading_bytes": self.reading_bytes,
+            "offered_readings_per_s": match self.cli.rate {
+                Some(rate) => serde_json::json!(rate),
+                None => serde_json::json!("full speed"),
+            },
+            "faults": self.cli.faults.json(),
+            "pumps_by_fault": self.pumps_by_fault,
             "ingest_replicas": self.cli.ingest_replicas,
             "pipeline_readings_per_s": path.round(),
-            "duplicates_in_kafka": self.telemetry.duplicates,
+            // Every reading by (pump_id, seq), gateway to Kafka.
+            "end_to_end": {
+                "offered": counts.offered,
+                "arrived": counts.arrived,
+                "lost": counts.lost,
+                "duplicates": counts.duplicates,
+                "seconds": (counts.elapsed_s * 1000.0).round() / 1000.0,
+            },
+            "duplicates_in_kafka": counts.duplicates,
             "raw_mqtt_msgs_per_s": ceilings.mqtt.round(),
             "raw_kafka_produce_msgs_per_s": ceilings.kafka_produce.round(),
             "ratio_to_slower_raw": ratio(path, ceilings.mqtt.min(ceilings.kafka_produce)),
@@ -395,6 +575,8 @@ impl Report<'_> {
                 "bare_tonic_in_flight": tonic_ceiling::IN_FLIGHT,
             },
             "hops": self.hops.iter().map(Hop::json).collect::<Vec<_>>(),
+            "alarm_latency": self.latency.json(),
+            "latency_plot": self.latency_plot.display().to_string(),
             "quick": self.cli.quick,
             "command": if self.cli.quick { "fleet-loadtest --quick" } else { "cargo run --release -p fleet-loadtest --bin fleet-loadtest" },
         })
@@ -465,16 +647,17 @@ async fn raw_kafka_produce(
     Ok(per_second(messages, started.elapsed()))
 }
 
-/// The real path: the gateway process replays every reading through its outboxes, the
-/// ingest writes to Kafka; timed from the gateways' start to the last unique reading in
-/// Kafka. Returns readings/s and the duplicate count.
+/// The real path: the gateway process replays every reading through its outboxes at
+/// `pace`, the ingest writes to Kafka; timed from the gateways' start to their exit,
+/// once every reading is acknowledged. Returns what arrived, by `(pump_id, seq)`.
 async fn pipeline(
     env: &StackEnv,
     run: &str,
     dir: &Path,
     readings: &[Reading],
     replicas: usize,
-) -> anyhow::Result<(f64, u64)> {
+    pace: harness::Pace,
+) -> anyhow::Result<Counts> {
     let registry = dir.join("registry.toml");
     harness::write_registry(readings, &registry)?;
     let expected = harness::unique_keys(readings);
@@ -503,8 +686,7 @@ async fn pipeline(
     // Built now, so the clock below does not time cargo.
     harness::binary("fleet-gateway")?;
     let started = Instant::now();
-    let mut gateways =
-        harness::replay_through_gateways(env, dir, &replay, harness::Pace::FullSpeed)?;
+    let mut gateways = harness::replay_through_gateways(env, dir, &replay, pace)?;
     // The gateways exit once every reading is acknowledged end to end, which ingest
     // does only after Kafka's delivery report: that moment is "all in Kafka". The
     // topic is read only afterwards, because a consumer fetching at the same time
@@ -516,18 +698,89 @@ async fn pipeline(
         a.unique.len() >= expected.len()
     })
     .await;
-    anyhow::ensure!(
-        seen.unique.len() >= expected.len(),
-        "only {} of {} readings in Kafka after the gateways drained (logs in {})",
-        seen.unique.len(),
-        expected.len(),
-        dir.display()
-    );
     for mut ingest in ingests {
         ingest.terminate(Duration::from_secs(15))?;
     }
-    Ok((
-        expected.len() as f64 / elapsed.as_secs_f64(),
-        seen.records - seen.unique.len() as u64,
-    ))
+    let arrived = expected.intersection(&seen.unique).count();
+    Ok(Counts {
+        offered: expected.len(),
+        arrived,
+        lost: expected.len() - arrived,
+        duplicates: seen.records - seen.unique.len() as u64,
+        elapsed_s: elapsed.as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("fleet-loadtest").chain(args.iter().copied()))
+            .expect("parses")
+    }
+
+    #[test]
+    fn rate_and_duration_decide_the_readings_per_gateway_and_bad_knobs_name_their_flag() {
+        let per_gateway = |args: &[&str]| cli(args).readings_per_gateway();
+        assert_eq!(per_gateway(&[]).expect("default"), 150);
+        assert_eq!(
+            per_gateway(&["--gateways", "100", "--rate", "1000", "--duration", "30s"])
+                .expect("rate × duration"),
+            300
+        );
+        assert_eq!(
+            per_gateway(&["--rate", "1000", "--readings-per-gateway", "7"]).expect("given"),
+            7
+        );
+        for (args, says) in [
+            (&["--duration", "30s"][..], "--duration needs --rate"),
+            (&["--rate", "0"][..], "--rate must be a positive"),
+            (&["--rate", "NaN"][..], "--rate must be a positive"),
+            (
+                &[
+                    "--rate",
+                    "10",
+                    "--duration",
+                    "1m",
+                    "--readings-per-gateway",
+                    "5",
+                ][..],
+                "give one",
+            ),
+            (
+                &["--rate", "10", "--duration", "0s"][..],
+                "--duration must be",
+            ),
+            (&["--gateways", "0"][..], "--gateways must be"),
+            (
+                &["--readings-per-gateway", "0"][..],
+                "--readings-per-gateway must be",
+            ),
+            (&["--probes", "0"][..], "--probes must be"),
+        ] {
+            let error = per_gateway(args).expect_err(says).to_string();
+            assert!(error.contains(says), "{args:?}: {error}");
+        }
+        let error = Cli::try_parse_from(["fleet-loadtest", "--faults", "leaky=0.1"])
+            .expect_err("unknown fault")
+            .to_string();
+        assert!(
+            error.contains("--faults") && error.contains("leaky"),
+            "{error}"
+        );
+        assert!(matches!(
+            cli(&["--rate", "500"]).pace(),
+            harness::Pace::ReadingsPerSecond { total: 500.0, .. }
+        ));
+        assert!(matches!(cli(&[]).pace(), harness::Pace::FullSpeed));
+    }
+
+    #[test]
+    fn the_latency_plot_goes_beside_the_ratios() {
+        assert_eq!(
+            latency_plot_path(Path::new("a/telemetry.svg")),
+            Path::new("a/telemetry-latency.svg")
+        );
+    }
 }
