@@ -82,9 +82,10 @@ impl FromStr for Faults {
 }
 
 impl Faults {
-    /// The simulated fleet with these faults: its readings and, per fault, how many
-    /// pumps carry it (`none` for the healthy ones; a pump whose last reading was put
-    /// at its threshold counts under `low-reservoir` too).
+    /// The simulated fleet with these faults: its readings and, per fault (named as
+    /// `--faults` names it), how many pumps carry it (`none` for the healthy ones; a
+    /// pump whose last reading was put at its threshold counts under `low-reservoir`
+    /// too).
     pub fn fleet(
         &self,
         gateways: usize,
@@ -96,7 +97,12 @@ impl Faults {
             .fold(FaultMix::none(), |mix, &(kind, fraction)| {
                 mix.with(kind, FaultShare::Probability(fraction))
             });
-        let (mut readings, mut pumps) = harness::simulated_fleet(gateways, per_gateway, mix);
+        let (mut readings, pumps) = harness::simulated_fleet(gateways, per_gateway, mix);
+        // Named as `--faults` names them.
+        let mut pumps: BTreeMap<String, usize> = pumps
+            .into_iter()
+            .map(|(kind, n)| (kind.replace('_', "-"), n))
+            .collect();
         if self.low_reservoir > 0.0 {
             let every = (1.0 / self.low_reservoir).round().max(1.0) as usize;
             let low = hop_detector::end_low(&mut readings, every);
@@ -162,5 +168,10 @@ mod tests {
         assert_eq!(low, 4);
         let (_, pumps) = Faults::default().fleet(10, 5);
         assert_eq!(pumps.get("none"), Some(&10));
+        let (_, pumps) = "missed-refill=1"
+            .parse::<Faults>()
+            .expect("valid")
+            .fleet(5, 24 * 60);
+        assert_eq!(pumps.get("missed-refill"), Some(&5), "{pumps:?}");
     }
 }

@@ -418,8 +418,9 @@ pub enum Pace {
     /// As fast as the path acknowledges them.
     FullSpeed,
     /// About this many readings per second across the fleet, each gateway handing
-    /// over a small batch every 100 ms or so (as a gateway relays what its pump
-    /// buffered), so the load generator's own outbox writes stay cheap.
+    /// over a quarter second's readings every 250 ms (one reading at a time when that
+    /// is less than one), as a gateway relays what its pump buffered, so the load
+    /// generator's own outbox writes stay cheap.
     ReadingsPerSecond { total: f64, gateways: usize },
 }
 

@@ -54,9 +54,9 @@ struct Cli {
     #[arg(long)]
     readings_per_gateway: Option<usize>,
     /// Readings/s the whole fleet offers in the telemetry phase, paced (each gateway
-    /// hands its outbox a small batch every 100 ms or so, as the gateway process's
+    /// hands its outbox a small batch every 250 ms or so, as the gateway process's
     /// replay does). Without it the fleet replays as fast as the path acknowledges.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     rate: Option<f64>,
     /// How long the telemetry phase offers `--rate` (needs `--rate`): readings per
     /// gateway are rate × duration / gateways. E.g. `60s`, `5m`.
@@ -737,6 +737,7 @@ mod tests {
             (&["--duration", "30s"][..], "--duration needs --rate"),
             (&["--rate", "0"][..], "--rate must be a positive"),
             (&["--rate", "NaN"][..], "--rate must be a positive"),
+            (&["--rate", "-5"][..], "--rate must be a positive"),
             (
                 &[
                     "--rate",
