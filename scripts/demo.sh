@@ -15,8 +15,10 @@ say() { printf '\ndemo: %s\n' "$*" >&2; }
 export FLEET_STATE_DIR=${FLEET_DEMO_STATE_DIR:-$PWD/.state/demo}
 
 say "building the services (release: the gateways of 200 pumps at 14,400x need it)"
-cargo build --release --quiet -p fleetctl -p fleet-ingest -p fleet-detector \
-  -p fleet-notifier -p fleet-api -p fleet-gateway -p fleet-archiver -p fleet-loadtest --bin fleet-demo
+# Each binary by name: `-p X ... --bin fleet-demo` would build only fleet-demo (the
+# --bin filter applies to every package) and leave stale or missing service binaries.
+cargo build --release --quiet --bin fleetctl --bin fleet-ingest --bin fleet-detector \
+  --bin fleet-notifier --bin fleet-api --bin fleet-gateway --bin fleet-archiver --bin fleet-demo
 bin=${CARGO_TARGET_DIR:-target}/release
 
 say "starting a fresh demo stack (state in $FLEET_STATE_DIR)"
