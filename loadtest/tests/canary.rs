@@ -275,6 +275,29 @@ fn stopping_a_stage_fires_the_operator_alarm_and_restarting_it_ends_it() {
             tail(&p.log("fleet-canary"))
         );
         assert!(log.contains("operator alarm over"), "so is its end");
+
+        // An import with --prune that drops the canary's pump: put back within the
+        // minute, before any round could go unpaged for long.
+        let pool = fleet_store::connect(&p.database_url).await.expect("db");
+        let pump_id = format!("CANARY-{}", p.suffix);
+        sqlx::query("DELETE FROM pump WHERE pump_id = $1")
+            .bind(&pump_id)
+            .execute(&pool)
+            .await
+            .expect("pump removed");
+        p.until(
+            "the canary's pump restored in the registry",
+            Duration::from_secs(75),
+            || async {
+                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pump WHERE pump_id = $1")
+                    .bind(&pump_id)
+                    .fetch_one(&pool)
+                    .await
+                    .is_ok_and(|n| n == 1)
+            },
+        )
+        .await;
+        pool.close().await;
     });
     for service in [&mut ingest, &mut detector, &mut notifier] {
         service.terminate(Duration::from_secs(20)).expect("stops");

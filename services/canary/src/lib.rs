@@ -39,6 +39,10 @@ use watch::{Change, Watch};
 const OUTBOX_CAPACITY: u64 = 10_000;
 /// How long a changed registry takes to reach ingest and the notifier.
 const REGISTRY_SETTLE: Duration = Duration::from_secs(12);
+/// How often the canary's registry entries are checked (two indexed reads), so an
+/// import with `--prune` that dropped them is undone within a minute, not after the
+/// deadline's operator alarm.
+const REGISTRY_CHECK_EVERY: Duration = Duration::from_secs(60);
 /// How often the deadline is checked.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
@@ -134,11 +138,17 @@ pub async fn run(config: CanaryConfig, shutdown: CancellationToken) -> anyhow::R
     );
 
     let mut tick = tokio::time::interval(CHECK_EVERY);
+    let mut registry_check = tokio::time::interval(REGISTRY_CHECK_EVERY);
+    registry_check.reset(); // just registered
     let gateway_result = loop {
         tokio::select! {
             () = shutdown.cancelled() => break None,
             ended = &mut gateway => break Some(ended),
             _ = tick.tick() => {}
+            _ = registry_check.tick() => {
+                keep_registered(&pool, &entries, &metrics).await;
+                continue;
+            }
         }
         readiness.set(gateway_metrics.connected.get() > 0);
         let unacknowledged = gateway_metrics.outbox_depth.get() > 0;
@@ -163,17 +173,8 @@ pub async fn run(config: CanaryConfig, shutdown: CancellationToken) -> anyhow::R
                     outstanding,
                     "OPERATOR ALARM: the canary's page is overdue; the pipeline is not paging clinics"
                 );
-                // Cheap and idempotent: puts the canary back if an import pruned it.
-                match register::ensure(&pool, &entries).await {
-                    Ok(true) => tracing::warn!(
-                        "the canary's clinic or pump was missing or changed in the registry; restored"
-                    ),
-                    Ok(false) => {}
-                    Err(e) => {
-                        metrics.registry_failures_total.inc();
-                        tracing::warn!(error = %format!("{e:#}"), "could not check the canary's registry entries");
-                    }
-                }
+                // Puts the canary back at once if an import pruned it.
+                keep_registered(&pool, &entries, &metrics).await;
             }
             Some(Change::Recovered { after }) => {
                 metrics.operator_alarm_active.set(0);
@@ -200,6 +201,29 @@ pub async fn run(config: CanaryConfig, shutdown: CancellationToken) -> anyhow::R
     pool.close().await;
     tracing::info!("canary stopped");
     Ok(())
+}
+
+/// Restores the canary's registry entries if they are missing or changed.
+async fn keep_registered(
+    pool: &sqlx::PgPool,
+    entries: &fleet_core::Registry,
+    metrics: &CanaryMetrics,
+) {
+    let restored = match register::is_current(pool, entries).await {
+        Ok(true) => Ok(false),
+        Ok(false) => register::ensure(pool, entries).await,
+        Err(e) => Err(e),
+    };
+    match restored {
+        Ok(true) => tracing::warn!(
+            "the canary's clinic or pump was missing or changed in the registry; restored"
+        ),
+        Ok(false) => {}
+        Err(e) => {
+            metrics.registry_failures_total.inc();
+            tracing::warn!(error = %format!("{e:#}"), "could not check the canary's registry entries");
+        }
+    }
 }
 
 fn random_secret() -> String {

@@ -1,7 +1,8 @@
 //! The canary's place in the registry: the operators' clinic, paged at this process's
 //! receiver, and the synthetic pump relayed by the canary's gateway. Written as an
-//! import without pruning (nothing else is touched), at start and again whenever the
-//! operator alarm fires (an import with `--prune` may have removed them).
+//! import without pruning (nothing else is touched), at start; checked every minute
+//! and whenever the operator alarm fires, and written again if an import with
+//! `--prune` removed or changed them.
 
 use std::time::Duration;
 
@@ -50,4 +51,30 @@ pub async fn registered_secret(pool: &PgPool, clinic_id: &str) -> anyhow::Result
             .fetch_optional(pool)
             .await?;
     Ok(secret.flatten())
+}
+
+/// Whether the registry still holds `entries` as written (two indexed reads; the
+/// whole registry is never loaded).
+pub async fn is_current(pool: &PgPool, entries: &Registry) -> anyhow::Result<bool> {
+    for clinic in entries.clinics.values() {
+        let row: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT webhook, signing_secret FROM clinic WHERE id = $1")
+                .bind(&clinic.id)
+                .fetch_optional(pool)
+                .await?;
+        if row != Some((clinic.webhook.clone(), clinic.signing_secret.clone())) {
+            return Ok(false);
+        }
+    }
+    for pump in entries.pumps.values() {
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT gateway_id, clinic_id FROM pump WHERE pump_id = $1")
+                .bind(&pump.pump_id)
+                .fetch_optional(pool)
+                .await?;
+        if row != Some((pump.gateway_id.clone(), pump.clinic_id.clone())) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
