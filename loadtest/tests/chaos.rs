@@ -12,25 +12,14 @@ use std::time::{Duration, Instant};
 
 use fleet_loadtest::harness::{self, Service, StackEnv};
 
-const BINARIES: [&str; 8] = [
-    "fleet-ingest",
-    "fleet-detector",
-    "fleet-archiver",
-    "fleet-notifier",
-    "fleet-api",
-    "fleet-gateway",
-    "fleetctl",
-    "fleet-chaos",
-];
-
 #[test]
 #[ignore = "needs the local stack: scripts/test.sh starts it"]
 fn killing_every_component_in_turn_loses_nothing_and_doubles_nothing() {
     let env = StackEnv::from_env().expect("stack endpoints");
     // fleet-chaos runs the binaries it finds beside itself.
-    for name in BINARIES {
-        harness::binary(name).expect("built");
-    }
+    let mut binaries = fleet_loadtest::demo::services::BINARIES.to_vec();
+    binaries.push("fleet-chaos");
+    harness::binaries(&binaries).expect("built");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let database_url = runtime
         .block_on(fleet_store::testing::fresh_database(

@@ -10,24 +10,14 @@ use std::time::{Duration, Instant};
 
 use fleet_loadtest::harness::{self, Service, StackEnv};
 
-const DEMO_BINARIES: [&str; 7] = [
-    "fleet-ingest",
-    "fleet-detector",
-    "fleet-archiver",
-    "fleet-notifier",
-    "fleet-api",
-    "fleet-gateway",
-    "fleetctl",
-];
-
 #[test]
 #[ignore = "needs the local stack: scripts/test.sh starts it"]
 fn the_demo_holds_the_pipeline_to_the_ground_truth_and_stops_cleanly() {
     let env = StackEnv::from_env().expect("stack endpoints");
     // The demo runs the binaries it finds beside itself, as scripts/demo.sh builds them.
-    for name in DEMO_BINARIES {
-        harness::binary(name).expect("built");
-    }
+    let mut binaries = fleet_loadtest::demo::services::BINARIES.to_vec();
+    binaries.push("fleet-demo");
+    harness::binaries(&binaries).expect("built");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let database_url = runtime
         .block_on(fleet_store::testing::fresh_database(

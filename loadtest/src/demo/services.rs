@@ -54,6 +54,18 @@ impl Ports {
     }
 }
 
+/// Every binary the demo's processes run (the demo and the chaos run spawn them from
+/// beside themselves; their tests build them all first, in one cargo run).
+pub const BINARIES: [&str; 7] = [
+    "fleet-ingest",
+    "fleet-detector",
+    "fleet-archiver",
+    "fleet-notifier",
+    "fleet-api",
+    "fleet-gateway",
+    "fleetctl",
+];
+
 /// How the gateway process plays the simulated fleet.
 #[derive(Debug, Clone, Copy)]
 pub struct FleetClock {
