@@ -5,6 +5,6 @@
 # Usage: loadtest/bench-archiver.sh [fleet-archive-bench flags...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet -p fleet-loadtest --bin fleet-archive-bench -p fleet-archiver
+cargo build --release --quiet --bin fleet-archive-bench --bin fleet-archiver
 source loadtest/private-stack.sh archiver 24830 24092 24432
 "${CARGO_TARGET_DIR:-target}/release/fleet-archive-bench" "$@"

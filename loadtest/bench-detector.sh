@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repeats=${1:-5}
 
-cargo build --release --quiet -p fleet-detector -p fleet-simulator --example dump
+# The binary is named too: `--example` alone would build the example and no binary.
+cargo build --release --quiet -p fleet-detector -p fleet-simulator --bin fleet-detector --example dump
 bin=${CARGO_TARGET_DIR:-target}/release
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -5,7 +5,8 @@
 # Usage: loadtest/bench-latency.sh [fleet-latency flags...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet -p fleet-loadtest --bin fleet-latency \
-  -p fleet-ingest -p fleet-detector -p fleet-notifier -p fleet-gateway -p fleetctl
+# Every binary the run starts is named: `--bin` filters every package given with `-p`.
+cargo build --release --quiet --bin fleet-latency --bin fleet-ingest --bin fleet-detector \
+  --bin fleet-notifier --bin fleet-gateway --bin fleetctl
 source loadtest/private-stack.sh latency 23830 23092 23432
 "${CARGO_TARGET_DIR:-target}/release/fleet-latency" "$@"
