@@ -277,6 +277,7 @@ fn status(gateway_id: &str) -> anyhow::Result<Vec<u8>> {
         outbox_depth: 0,
         dropped_total: 0,
         last_pump_contact_at: Some(now),
+        certificate_expires_at: None,
         at: now,
     })?)
 }

@@ -142,6 +142,15 @@ pub struct GatewayStatus {
         skip_serializing_if = "Option::is_none"
     )]
     pub last_pump_contact_at: Option<DateTime<Utc>>,
+    /// When the gateway's MQTT certificate, or the CA it trusts, expires (the earlier),
+    /// so the cloud sees a home about to be locked out weeks ahead. Absent on plain
+    /// MQTT (and from gateways older than the field).
+    #[serde(
+        default,
+        with = "opt_timestamp",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub certificate_expires_at: Option<DateTime<Utc>>,
     #[serde(with = "timestamp")]
     pub at: DateTime<Utc>,
 }

@@ -35,10 +35,10 @@ const CA_COMMON_NAME: &str = "fleet MQTT CA";
 const ORGANIZATION: &str = "fleet";
 /// Names a gateway may not take: they are the service identities (or files) in DIR.
 const RESERVED: [&str; 4] = [INGEST_IDENTITY, OPERATOR_IDENTITY, "ca", "server"];
-const CA_DAYS: i64 = 3650;
+pub const CA_DAYS: i64 = 3650;
 /// Leaf certificates: about 13 months, the longest the CA/Browser Forum allows, so
 /// a yearly rotation has a month of overlap.
-const LEAF_DAYS: i64 = 397;
+pub const LEAF_DAYS: i64 = 397;
 
 /// What to make.
 #[derive(Debug, Clone, Default)]

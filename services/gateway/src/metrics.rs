@@ -2,6 +2,7 @@
 //! gateways (never a label per gateway or pump).
 
 use fleet_runtime::metrics::{counter, counter_vec, gauge};
+use fleet_runtime::mqtt::certificate::CertificateExpiry;
 use fleet_runtime::serve::Readiness;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
 
@@ -22,6 +23,8 @@ pub struct GatewayMetrics {
     pub subscribe_refused_total: IntCounter,
     pub outbox_depth: IntGauge,
     pub connected: IntGauge,
+    /// The earliest expiry among the process's gateways' certificates and their CA.
+    pub certificate_expiry: CertificateExpiry,
     /// Ready while at least one of the process's gateways is connected.
     pub readiness: Readiness,
 }
@@ -87,6 +90,11 @@ impl GatewayMetrics {
                 "fleet_gateway_mqtt_connected_gateways",
                 "Gateways of this process connected to the broker",
             ),
+            certificate_expiry: CertificateExpiry::new(gauge(
+                &r,
+                "fleet_gateway_mqtt_certificate_expiry_timestamp_seconds",
+                "When the first of this process's gateway certificates, or their CA, expires (Unix seconds; 0 on plain MQTT)",
+            )),
             readiness: Readiness::default(),
             registry: r,
         }

@@ -85,7 +85,17 @@ pub async fn run<L: PumpLink>(
         .mqtt
         .options(&gw, &gw)
         .with_context(|| format!("gateway {gw}: mqtt configuration"))?;
-    let offline = status_payload(&gw, false, &outbox, None).await?;
+    let certificate_expires_at = metrics
+        .certificate_expiry
+        .observe(&config.mqtt, &gw)
+        .with_context(|| format!("gateway {gw}: mqtt certificate"))?
+        .and_then(|t| DateTime::from_timestamp(t, 0));
+    let heartbeat = Heartbeat {
+        gateway_id: &gw,
+        outbox: &outbox,
+        certificate_expires_at,
+    };
+    let offline = heartbeat.payload(false, None).await?;
     options
         .set_clean_session(true)
         .set_keep_alive(Duration::from_secs(30))
@@ -124,7 +134,7 @@ pub async fn run<L: PumpLink>(
                     backoff.reset();
                     tracing::info!(gateway_id = %gw, "mqtt connected");
                     acks.connected(&client);
-                    publish_status(&client, &gw, true, &outbox, last_pump_contact).await;
+                    heartbeat.publish(&client, true, last_pump_contact).await;
                     fill_window(&client, &config, &outbox, &mut published, &metrics).await?;
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
@@ -200,7 +210,7 @@ pub async fn run<L: PumpLink>(
                 }
             }
             _ = status_tick.tick(), if connected => {
-                publish_status(&client, &gw, true, &outbox, last_pump_contact).await;
+                heartbeat.publish(&client, true, last_pump_contact).await;
             }
             _ = shutdown.cancelled() => break,
         }
@@ -208,7 +218,7 @@ pub async fn run<L: PumpLink>(
 
     // Orderly goodbye: an explicit offline status (the will is only for crashes).
     if connected {
-        publish_status(&client, &gw, false, &outbox, last_pump_contact).await;
+        heartbeat.publish(&client, false, last_pump_contact).await;
         let _ = client.try_disconnect();
         let goodbye = async {
             while let Ok(event) = eventloop.poll().await {
@@ -392,39 +402,50 @@ impl Published {
     }
 }
 
-async fn status_payload(
-    gateway_id: &str,
-    online: bool,
-    outbox: &Arc<Outbox>,
-    last_pump_contact_at: Option<DateTime<Utc>>,
-) -> anyhow::Result<Vec<u8>> {
-    let status = GatewayStatus {
-        gateway_id: gateway_id.to_owned(),
-        online,
-        outbox_depth: blocking(outbox, |o| o.depth()).await?,
-        dropped_total: blocking(outbox, |o| o.dropped_total()).await?,
-        last_pump_contact_at,
-        at: Utc::now(),
-    };
-    Ok(serde_json::to_vec(&status)?)
+/// What goes into this gateway's retained status besides the moment's figures.
+struct Heartbeat<'a> {
+    gateway_id: &'a str,
+    outbox: &'a Arc<Outbox>,
+    certificate_expires_at: Option<DateTime<Utc>>,
 }
 
-async fn publish_status(
-    client: &AsyncClient,
-    gateway_id: &str,
-    online: bool,
-    outbox: &Arc<Outbox>,
-    last_pump_contact_at: Option<DateTime<Utc>>,
-) {
-    match status_payload(gateway_id, online, outbox, last_pump_contact_at).await {
-        Ok(payload) => {
-            if let Err(e) =
-                client.try_publish(status_topic(gateway_id), QoS::AtLeastOnce, true, payload)
-            {
-                tracing::warn!(gateway_id, error = %e, "cannot queue the status");
+impl Heartbeat<'_> {
+    async fn payload(
+        &self,
+        online: bool,
+        last_pump_contact_at: Option<DateTime<Utc>>,
+    ) -> anyhow::Result<Vec<u8>> {
+        let status = GatewayStatus {
+            gateway_id: self.gateway_id.to_owned(),
+            online,
+            outbox_depth: blocking(self.outbox, |o| o.depth()).await?,
+            dropped_total: blocking(self.outbox, |o| o.dropped_total()).await?,
+            last_pump_contact_at,
+            certificate_expires_at: self.certificate_expires_at,
+            at: Utc::now(),
+        };
+        Ok(serde_json::to_vec(&status)?)
+    }
+
+    async fn publish(
+        &self,
+        client: &AsyncClient,
+        online: bool,
+        last_pump_contact_at: Option<DateTime<Utc>>,
+    ) {
+        let gateway_id = self.gateway_id;
+        match self.payload(online, last_pump_contact_at).await {
+            Ok(payload) => {
+                if let Err(e) =
+                    client.try_publish(status_topic(gateway_id), QoS::AtLeastOnce, true, payload)
+                {
+                    tracing::warn!(gateway_id, error = %e, "cannot queue the status");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(gateway_id, error = %e, "cannot read the outbox for the status")
             }
         }
-        Err(e) => tracing::warn!(gateway_id, error = %e, "cannot read the outbox for the status"),
     }
 }
 

@@ -1,9 +1,11 @@
 //! The gateways' own view, seen from the cloud: every gateway keeps a retained status
 //! on `fleet/v1/{gateway_id}/status` (online or offline, its outbox depth, readings it
-//! dropped), and its last will turns it offline. This task follows those statuses on a
-//! connection of its own (so the readings path never waits on it) and exports fleet
-//! totals: how many gateways are online, how many readings wait in home outboxes, the
-//! deepest outbox, and how many readings outboxes have dropped. Never one series per
+//! dropped, when its certificate expires), and its last will turns it offline. This
+//! task follows those statuses on a connection of its own (so the readings path never
+//! waits on it) and exports fleet totals: how many gateways are online, how many
+//! readings wait in home outboxes, the deepest outbox, how many readings outboxes have
+//! dropped, and the gateways whose certificates are about to lock them out. Never one
+//! series per
 //! gateway: the dashboard and the alerts need the totals (a gateway's own figures are
 //! in its retained status, for `mosquitto_sub` or a future API view).
 //!
@@ -15,6 +17,7 @@ use std::time::Duration;
 
 use fleet_core::gateway_protocol::{GatewayStatus, STATUS_SUBSCRIPTION};
 use fleet_runtime::Backoff;
+use fleet_runtime::mqtt::certificate::EXPIRY_WARNING;
 use fleet_runtime::subscription::Subscription;
 use prometheus::{IntCounter, IntGauge, IntGaugeVec};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
@@ -26,6 +29,8 @@ struct Last {
     online: bool,
     outbox_depth: u64,
     dropped_total: u64,
+    /// Unix seconds.
+    certificate_expires_at: Option<i64>,
 }
 
 /// Fleet totals over the gateways' last statuses, bounded to `capacity` gateways.
@@ -80,6 +85,7 @@ impl Fleet {
             online: status.online,
             outbox_depth: status.outbox_depth,
             dropped_total: status.dropped_total,
+            certificate_expires_at: status.certificate_expires_at.map(|t| t.timestamp()),
         };
         let at_capacity = self.last.len() >= self.capacity;
         match self.last.get_mut(topic_gateway) {
@@ -132,6 +138,15 @@ impl Fleet {
             .max()
             .unwrap_or(0)
     }
+
+    /// The first certificate expiry any gateway reports, and how many gateways' have
+    /// passed or come within `warning` of `now` (Unix seconds; a scan, on a timer).
+    pub fn certificates(&self, now: i64, warning: Duration) -> (Option<i64>, u64) {
+        let horizon = now.saturating_add(warning.as_secs() as i64);
+        let expiries = self.last.values().filter_map(|l| l.certificate_expires_at);
+        let earliest = expiries.clone().min();
+        (earliest, expiries.filter(|t| *t <= horizon).count() as u64)
+    }
 }
 
 /// `fleet/v1/{gateway_id}/status` → the gateway id.
@@ -147,6 +162,8 @@ pub struct StatusMetrics {
     pub outbox_readings: IntGauge,
     pub outbox_max_readings: IntGauge,
     pub outbox_dropped_readings: IntGauge,
+    pub certificate_earliest_expiry: IntGauge,
+    pub certificates_expiring: IntGauge,
     pub invalid_total: IntCounter,
     pub over_capacity_total: IntCounter,
 }
@@ -162,10 +179,20 @@ impl StatusMetrics {
         self.outbox_readings.set(fleet.outbox() as i64);
         self.outbox_dropped_readings.set(fleet.dropped() as i64);
     }
+
+    /// The figures that need a scan of every gateway.
+    fn export_scans(&self, fleet: &Fleet) {
+        self.outbox_max_readings.set(fleet.deepest() as i64);
+        let (earliest, expiring) =
+            fleet.certificates(chrono::Utc::now().timestamp(), EXPIRY_WARNING);
+        self.certificate_earliest_expiry.set(earliest.unwrap_or(0));
+        self.certificates_expiring.set(expiring as i64);
+    }
 }
 
-/// How often the deepest outbox is recomputed.
-const MAX_EVERY: Duration = Duration::from_secs(10);
+/// How often the figures that scan every gateway (deepest outbox, certificates) are
+/// recomputed.
+const SCAN_EVERY: Duration = Duration::from_secs(10);
 const SUBACK_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Follows the statuses until `shutdown`, reconnecting with backoff; `options` are the
@@ -180,12 +207,12 @@ pub async fn follow(
     let mut fleet = Fleet::new(capacity);
     let mut statuses = Subscription::new(STATUS_SUBSCRIPTION, QoS::AtLeastOnce, SUBACK_TIMEOUT);
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
-    let mut deepest = tokio::time::interval(MAX_EVERY);
+    let mut scan = tokio::time::interval(SCAN_EVERY);
     loop {
         let event = tokio::select! {
             () = shutdown.cancelled() => break,
             () = statuses.overdue() => { statuses.resend(&client); continue; }
-            _ = deepest.tick() => { metrics.outbox_max_readings.set(fleet.deepest() as i64); continue; }
+            _ = scan.tick() => { metrics.export_scans(&fleet); continue; }
             event = eventloop.poll() => event,
         };
         match event {
@@ -233,15 +260,53 @@ mod tests {
     use super::*;
 
     fn status(gw: &str, online: bool, depth: u64, dropped: u64) -> Vec<u8> {
+        status_with_certificate(gw, online, depth, dropped, None)
+    }
+
+    fn status_with_certificate(
+        gw: &str,
+        online: bool,
+        depth: u64,
+        dropped: u64,
+        certificate_expires_at: Option<i64>,
+    ) -> Vec<u8> {
         serde_json::to_vec(&GatewayStatus {
             gateway_id: gw.into(),
             online,
             outbox_depth: depth,
             dropped_total: dropped,
             last_pump_contact_at: None,
+            certificate_expires_at: certificate_expires_at
+                .map(|t| chrono::DateTime::from_timestamp(t, 0).expect("in range")),
             at: chrono::Utc::now(),
         })
         .expect("serialises")
+    }
+
+    #[test]
+    fn certificates_about_to_expire_are_counted_as_last_reported() {
+        const DAY: i64 = 86_400;
+        let now = 1_800_000_000;
+        let warning = Duration::from_secs(30 * DAY as u64);
+        let mut fleet = Fleet::new(10);
+        assert_eq!(fleet.certificates(now, warning), (None, 0));
+        // Plain MQTT (no expiry), a year left, 10 days left, expired yesterday.
+        fleet.apply("fleet/v1/a/status", &status("a", true, 0, 0));
+        for (gw, left) in [("b", 365), ("c", 10), ("d", -1)] {
+            let at = Some(now + left * DAY);
+            fleet.apply(
+                &format!("fleet/v1/{gw}/status"),
+                &status_with_certificate(gw, true, 0, 0, at),
+            );
+        }
+        assert_eq!(fleet.certificates(now, warning), (Some(now - DAY), 2));
+        // d renewed its certificate (its will carries the new date too); c went away.
+        fleet.apply(
+            "fleet/v1/d/status",
+            &status_with_certificate("d", false, 0, 0, Some(now + 400 * DAY)),
+        );
+        fleet.apply("fleet/v1/c/status", b"");
+        assert_eq!(fleet.certificates(now, warning), (Some(now + 365 * DAY), 0));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! label ever names a pump or a gateway (that would be one series per patient).
 
 use fleet_runtime::metrics::{counter, counter_vec, gauge, gauge_vec, seconds_histogram};
+use fleet_runtime::mqtt::certificate::CertificateExpiry;
 
 use crate::gateway_status::StatusMetrics;
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
@@ -25,6 +26,8 @@ pub struct IngestMetrics {
     pub in_flight: IntGauge,
     pub registry_version: IntGauge,
     pub registry_refresh_failures_total: IntCounter,
+    /// When ingest's own MQTT certificate, or its CA, expires.
+    pub certificate_expiry: CertificateExpiry,
 }
 
 impl IngestMetrics {
@@ -109,6 +112,11 @@ impl IngestMetrics {
                 "fleet_ingest_registry_refresh_failures_total",
                 "Registry refreshes that failed (the registry in hand stays in use)",
             ),
+            certificate_expiry: CertificateExpiry::new(gauge(
+                &r,
+                "fleet_ingest_mqtt_certificate_expiry_timestamp_seconds",
+                "When ingest's own MQTT certificate, or its CA, expires (Unix seconds; 0 on plain MQTT)",
+            )),
             gateway_status: StatusMetrics {
                 gateways: gauge_vec(
                     &r,
@@ -130,6 +138,16 @@ impl IngestMetrics {
                     &r,
                     "fleet_ingest_gateway_outbox_dropped_readings",
                     "Readings the gateways report having dropped from full outboxes (lifetime, summed)",
+                ),
+                certificate_earliest_expiry: gauge(
+                    &r,
+                    "fleet_ingest_gateway_certificate_earliest_expiry_timestamp_seconds",
+                    "The first expiry among the gateways' MQTT certificates (or their CA), as they last reported (Unix seconds; 0 when none reports one)",
+                ),
+                certificates_expiring: gauge(
+                    &r,
+                    "fleet_ingest_gateway_certificates_expiring",
+                    "Gateways whose MQTT certificate (or CA) has expired or expires within 30 days, as they last reported",
                 ),
                 invalid_total: counter(
                     &r,

@@ -98,6 +98,13 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::R
         .mqtt()
         .options(&config.client_id, fleet_runtime::mqtt::INGEST_IDENTITY)
         .context("ingest: mqtt configuration")?;
+    metrics
+        .certificate_expiry
+        .observe(
+            &config.endpoints.mqtt(),
+            fleet_runtime::mqtt::INGEST_IDENTITY,
+        )
+        .context("ingest: mqtt certificate")?;
     options
         // Clean: a persistent session of a replica that is gone would keep receiving its
         // share of readings at the broker, delaying them until the gateways resend.

@@ -17,6 +17,8 @@
 //! configuration is built with it explicitly, so nothing depends on a process-wide
 //! default provider.
 
+pub mod certificate;
+
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,6 +63,14 @@ pub enum MqttConfigError {
         "no client certificate for identity {identity:?}: set FLEET_MQTT_CERT_FILE and FLEET_MQTT_KEY_FILE, or FLEET_MQTT_CERT_DIR holding {identity}.crt and {identity}.key"
     )]
     NoIdentity { identity: String },
+    #[error(
+        "certificate {path} is issued to {issued_to:?}, not to {identity:?}: the broker would take this client for {issued_to:?} and its ACL would drop what it publishes"
+    )]
+    WrongIdentity {
+        path: PathBuf,
+        issued_to: String,
+        identity: String,
+    },
     #[error("reading {what} {path}: {message}")]
     File {
         what: &'static str,
@@ -128,7 +138,8 @@ impl MqttConfig {
 
     /// Options for a client `client_id` authenticating as `identity` (for a gateway, its
     /// gateway id; otherwise [`INGEST_IDENTITY`] or [`OPERATOR_IDENTITY`]). Reads the
-    /// TLS files now, so a missing or unreadable one fails here, before any connection.
+    /// TLS files now, so a missing or unreadable one, or a certificate issued to another
+    /// identity, fails here, before any connection.
     pub fn options(&self, client_id: &str, identity: &str) -> Result<MqttOptions, MqttConfigError> {
         let target = parse_url(&self.url)?;
         let mut options = MqttOptions::new(client_id, target.host.clone(), target.port);
@@ -152,6 +163,7 @@ impl MqttConfig {
         let ca = self.ca_file.as_deref().ok_or(MqttConfigError::NoCa)?;
         let (cert, key) = self.identity_files(identity)?;
         let config = client_config(ca, &cert, &key)?;
+        certificate::check_identity(&cert, identity)?;
         options.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(config))));
         Ok(options)
     }
