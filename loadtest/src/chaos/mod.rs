@@ -23,7 +23,7 @@ use anyhow::Context;
 use chrono::Utc;
 use fleet_core::{AlarmState, Registry};
 use fleet_gateway::simulated::SimClock;
-use fleet_simulator::{RaisedAlarm, Score};
+use fleet_simulator::{Episode, Finding, RaisedAlarm, Score};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -509,6 +509,22 @@ impl Chaos {
             &plan.truth.scored_kinds,
             plan.end,
         );
+        // A kill can silence a pump (or delay its readings) just before a labelled
+        // fault of the same kind begins; the alarm raised for the kill's silence is
+        // then still open when the labelled window opens, and the detector rightly
+        // raises nothing new. The scorer wants the raise inside the window, so it
+        // counts a miss; the clinic, though, had the alarm. Such episodes are
+        // counted apart, never silently as hits.
+        let covered_by_open_alarm: Vec<Episode> = paged_score
+            .findings
+            .iter()
+            .filter_map(|f| match f {
+                Finding::Missed(e) if self.pages.open_at(&e.pump_id, e.kind, e.window_start) => {
+                    Some(e.clone())
+                }
+                _ => None,
+            })
+            .collect();
         let mut accepted_twice = 0;
         for pages in self.pages.by_clinic.values() {
             let mut seen = BTreeSet::new();
@@ -586,6 +602,7 @@ impl Chaos {
             },
             archive_score,
             paged_score,
+            covered_by_open_alarm,
             pages: PageFigures {
                 by_clinic: self
                     .pages
