@@ -5,9 +5,8 @@
 //! waits on it) and exports fleet totals: how many gateways are online, how many
 //! readings wait in home outboxes, the deepest outbox, how many readings outboxes have
 //! dropped, and the gateways whose certificates are about to lock them out. Never one
-//! series per
-//! gateway: the dashboard and the alerts need the totals (a gateway's own figures are
-//! in its retained status, for `mosquitto_sub` or a future API view).
+//! series per gateway: the dashboard and the alerts need the totals (a gateway's own
+//! figures are in its retained status, for `mosquitto_sub` or a future API view).
 //!
 //! Every ingest replica follows every status (the subscription is not shared), so each
 //! exports the whole fleet's figures; alert on `max()` over replicas, not `sum()`.
