@@ -597,7 +597,8 @@ GATEWAYS = dashboard(
             "What this dashboard can and cannot see",
             "Where the figures on this dashboard come from, and what they miss.",
             "Gateways run in patients' homes and are **not scraped**. Each keeps a retained "
-            "status on `fleet/v1/{gateway}/status` (online, outbox depth, readings dropped), "
+            "status on `fleet/v1/{gateway}/status` (online, outbox depth, readings dropped, when "
+            "its certificate ends), "
             "refreshed every minute while connected, and its last will turns it offline. "
             "Every ingest replica follows all of them and exports **fleet totals** (never one "
             "series per gateway), so the first row takes `max()` over replicas. An offline "
@@ -670,6 +671,25 @@ GATEWAYS = dashboard(
             "(FleetGatewayStatusOverCapacity: the totals undercount the fleet).",
             q("max(increase(fleet_ingest_gateway_status_invalid_total[1h]))", "unreadable"),
             q("max(increase(fleet_ingest_gateway_status_over_capacity_total[1h]))", "over capacity"),
+        ),
+        stat(
+            "Gateway certificates expiring",
+            "Gateways whose MQTT certificate (or its CA) has ended or ends within 30 days, as "
+            "their statuses last said. Above 0 for an hour is FleetGatewayCertificatesExpiring: "
+            "renew them before the broker locks them out and their pumps go silent.",
+            q("max(fleet_ingest_gateway_certificates_expiring)"),
+            w=12,
+            red_above=1,
+        ),
+        stat(
+            "Days to the first gateway certificate expiry",
+            "Days until the first certificate (or CA) any gateway reports ends; empty when no "
+            "gateway reports one (plain MQTT).",
+            q(
+                "((max(fleet_ingest_gateway_certificate_earliest_expiry_timestamp_seconds) > 0) - time()) / 86400"
+            ),
+            unit="d",
+            w=12,
         ),
         row("Seen from the cloud", "What the pipeline observes of the gateways."),
         timeseries(
