@@ -57,15 +57,24 @@ EXTERNAL_METRICS = {
 TARGET_LABELS = {"job", "instance", "namespace", "pod", "service", "endpoint", "container"}
 SEVERITIES = {"page", "ticket"}
 
-# The services the chart runs, with the sources their FLEET_* variables come from.
+# The services the chart runs, with the sources their FLEET_* variables come from: a
+# directory means every .rs file below it, so a flag added in a new module is seen.
 SERVICE_SOURCES = {
-    "ingest": ["services/ingest/src/config.rs", "services/runtime/src/lib.rs", "services/kafka/src/lib.rs"],
-    "detector": ["services/detector/src/stream/config.rs", "services/runtime/src/lib.rs", "services/kafka/src/lib.rs"],
-    "notifier": ["services/notifier/src/config.rs", "services/runtime/src/lib.rs", "services/kafka/src/lib.rs"],
-    "archiver": ["services/archiver/src/config.rs", "services/runtime/src/lib.rs", "services/kafka/src/lib.rs"],
-    "api": ["services/api/src/lib.rs", "services/runtime/src/lib.rs"],
-    "canary": ["services/canary/src/config.rs", "services/runtime/src/lib.rs"],
+    "ingest": ["services/ingest/src", "services/runtime/src/lib.rs", "services/kafka/src/lib.rs"],
+    "detector": ["services/detector/src", "services/runtime/src/lib.rs", "services/kafka/src/lib.rs"],
+    "notifier": ["services/notifier/src", "services/runtime/src/lib.rs", "services/kafka/src/lib.rs"],
+    "archiver": ["services/archiver/src", "services/runtime/src/lib.rs", "services/kafka/src/lib.rs"],
+    "api": ["services/api/src", "services/runtime/src/lib.rs"],
+    "canary": ["services/canary/src", "services/runtime/src/lib.rs"],
 }
+
+
+def rust_sources(entry: str) -> list[Path]:
+    """The .rs files of a SERVICE_SOURCES entry (a file, or every file below a directory)."""
+    path = ROOT / entry
+    return sorted(path.rglob("*.rs")) if path.is_dir() else [path]
+
+
 # FLEET_* variables a service reads that the chart deliberately neither sets nor offers.
 NOT_IN_CHART = {
     "FLEET_TOPIC_SUFFIX": "test isolation only (topic names with a per-run suffix)",
@@ -181,8 +190,8 @@ class Code:
         self.env_defaults: dict[str, str] = {}  # variable -> the flag's default, as text
         for service, files in SERVICE_SOURCES.items():
             names: set[str] = set()
-            for f in files:
-                src = (ROOT / f).read_text(encoding="utf-8")
+            for f in (p for entry in files for p in rust_sources(entry)):
+                src = f.read_text(encoding="utf-8")
                 names |= set(re.findall(r'env\s*=\s*"(FLEET_[A-Z0-9_]+)"', src))
                 for attr in re.findall(r"#\[arg\((.*?)\)\]\s*(?:///[^\n]*\s*)*pub", src, re.S):
                     env = re.search(r'env\s*=\s*"(FLEET_[A-Z0-9_]+)"', attr)
@@ -200,10 +209,10 @@ class Code:
         self.topics = set(re.findall(r'pub const (?:READINGS|ALARMS|DEAD_LETTER): &str = "([^"]+)"', kafka))
         self.metrics_ports: dict[str, int] = {}
         for service, var in METRICS_ENV.items():
-            src = (ROOT / SERVICE_SOURCES[service][0]).read_text(encoding="utf-8")
-            m = re.search(var + r'",\s*default_value\s*=\s*"[^":]+:(\d+)"', src)
-            if m:
-                self.metrics_ports[service] = int(m.group(1))
+            for f in rust_sources(SERVICE_SOURCES[service][0]):
+                m = re.search(var + r'",\s*default_value\s*=\s*"[^":]+:(\d+)"', f.read_text(encoding="utf-8"))
+                if m:
+                    self.metrics_ports[service] = int(m.group(1))
 
     def known(self, name: str) -> bool:
         base = re.sub(r"_(bucket|sum|count)$", "", name)
