@@ -82,6 +82,12 @@ for target in "${targets[@]}"; do
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
   corp=$(grep -oE 'corp: [0-9]+/[0-9]+[a-zA-Z]*' "$log" | tail -1 | cut -d' ' -f2)
   line="$target: ${execs:-?} execs, ${rate:-?} execs/s, corpus ${corp:-?} (entries/bytes)"
+  # A run that exits 0 having executed nothing (an empty build, a harness that
+  # returned at once) has tested nothing: a failure, not an "ok".
+  if ((status == 0)) && [ "${execs:-0}" -eq 0 ] 2>/dev/null; then
+    status=1
+    say "$target executed no input"
+  fi
   if ((status != 0)); then
     failed+=("$target")
     summary+=("$line  FAILED")
