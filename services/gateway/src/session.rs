@@ -138,12 +138,10 @@ pub async fn run<L: PumpLink>(
                     fill_window(&client, &config, &outbox, &mut published, &metrics).await?;
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    acks.answered();
-                    if fleet_runtime::mqtt::suback_refused(&ack) {
-                        // Not resent: the ACL will not change its mind, and nothing
-                        // will be acknowledged until the certificate is this gateway's.
+                    if !acks.answered(&ack) {
+                        // Nothing will be acknowledged until the certificate is this
+                        // gateway's (logged by `answered`).
                         metrics.subscribe_refused_total.inc();
-                        tracing::error!(gateway_id = %gw, topic = %acks_topic(&gw), "the broker refused this gateway's acks subscription (ACL): is its certificate issued to this gateway id?");
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) if p.topic == acks_topic(&gw) => {

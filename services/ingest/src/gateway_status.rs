@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use fleet_core::gateway_protocol::{GatewayStatus, STATUS_SUBSCRIPTION};
+use fleet_core::gateway_protocol::{GatewayStatus, STATUS_SUBSCRIPTION, TopicKind, parse_topic};
 use fleet_runtime::Backoff;
 use fleet_runtime::mqtt::certificate::EXPIRY_WARNING;
 use fleet_runtime::subscription::Subscription;
@@ -41,6 +41,11 @@ pub struct Fleet {
     outbox: u64,
     dropped: u64,
 }
+
+/// The most readings one gateway may claim to hold or to have dropped: far beyond any
+/// outbox (50,000 by default), and small enough that the fleet's sums of them can never
+/// overflow. A status claiming more is refused as unreadable.
+const MAX_REPORTED_READINGS: u64 = 1 << 40;
 
 /// What happened to one status message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +82,10 @@ impl Fleet {
         let Ok(status) = serde_json::from_slice::<GatewayStatus>(payload) else {
             return Applied::Invalid;
         };
-        if status.gateway_id != topic_gateway {
+        if status.gateway_id != topic_gateway
+            || status.outbox_depth > MAX_REPORTED_READINGS
+            || status.dropped_total > MAX_REPORTED_READINGS
+        {
             return Applied::Invalid;
         }
         let new = Last {
@@ -150,8 +158,10 @@ impl Fleet {
 
 /// `fleet/v1/{gateway_id}/status` → the gateway id.
 fn gateway_of(topic: &str) -> Option<&str> {
-    let id = topic.strip_prefix("fleet/v1/")?.strip_suffix("/status")?;
-    (!id.is_empty() && !id.contains('/')).then_some(id)
+    match parse_topic(topic)? {
+        (id, TopicKind::Status) => Some(id),
+        _ => None,
+    }
 }
 
 /// Where the totals go.
@@ -164,6 +174,8 @@ pub struct StatusMetrics {
     pub certificate_earliest_expiry: IntGauge,
     pub certificates_expiring: IntGauge,
     pub invalid_total: IntCounter,
+    /// Shared with the readings subscription's.
+    pub subscribe_refused_total: IntCounter,
     pub over_capacity_total: IntCounter,
 }
 
@@ -219,7 +231,12 @@ pub async fn follow(
                 backoff.reset();
                 statuses.connected(&client);
             }
-            Ok(Event::Incoming(Packet::SubAck(_))) => statuses.answered(),
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                if !statuses.answered(&ack) {
+                    // The gateway totals stay empty until the ACL lets ingest read them.
+                    metrics.subscribe_refused_total.inc();
+                }
+            }
             Ok(Event::Incoming(Packet::Publish(p))) => match fleet.apply(&p.topic, &p.payload) {
                 Applied::Recorded => metrics.export(&fleet),
                 Applied::Invalid => {

@@ -33,6 +33,12 @@ pub struct IngestMetrics {
 impl IngestMetrics {
     pub fn new() -> Self {
         let r = Registry::new();
+        // Shared by the readings subscription and the gateway statuses' one.
+        let subscribe_refused_total = counter(
+            &r,
+            "fleet_ingest_subscribe_refused_total",
+            "Subscriptions the broker refused, to the readings or to the gateway statuses (ACL: the certificate is not ingest's)",
+        );
         IngestMetrics {
             readings_total: counter(
                 &r,
@@ -80,11 +86,7 @@ impl IngestMetrics {
                 "fleet_ingest_subscribe_retries_total",
                 "Readings subscriptions sent again after going unanswered (no reading arrives meanwhile)",
             ),
-            subscribe_refused_total: counter(
-                &r,
-                "fleet_ingest_subscribe_refused_total",
-                "Readings subscriptions the broker refused (ACL: the certificate is not ingest's)",
-            ),
+            subscribe_refused_total: subscribe_refused_total.clone(),
             connect_failures_total: {
                 let c = counter_vec(
                     &r,
@@ -154,6 +156,7 @@ impl IngestMetrics {
                     "fleet_ingest_gateway_status_invalid_total",
                     "Gateway statuses that could not be read or named another gateway than their topic",
                 ),
+                subscribe_refused_total,
                 over_capacity_total: counter(
                     &r,
                     "fleet_ingest_gateway_status_over_capacity_total",

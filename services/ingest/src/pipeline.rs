@@ -182,7 +182,9 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::R
         stop_mqtt.cancel();
     }
     // It stops on `shutdown` by itself; bounded all the same.
-    let _ = tokio::time::timeout(Duration::from_secs(5), statuses).await;
+    if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), statuses).await {
+        tracing::error!(error = %e, "the gateway status follower had failed");
+    }
     tracing::info!("ingest stopped");
     Ok(())
 }
@@ -224,17 +226,12 @@ async fn mqtt_loop(
                 readings.connected(&client);
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                readings.answered();
-                if fleet_runtime::mqtt::suback_refused(&ack) {
-                    // Unready for good: the ACL does not let this identity read the
-                    // readings; resending would not change that.
-                    metrics.subscribe_refused_total.inc();
-                    tracing::error!(
-                        topic = INGEST_SHARED_SUBSCRIPTION,
-                        "the broker refused ingest's readings subscription (ACL): is the certificate fleet-ingest's?"
-                    );
-                } else {
+                if readings.answered(&ack) {
                     readiness.set(true);
+                } else {
+                    // Unready for good: the ACL does not let this identity read the
+                    // readings (logged by `answered`).
+                    metrics.subscribe_refused_total.inc();
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
@@ -252,10 +249,12 @@ async fn mqtt_loop(
             Err(e) => {
                 readiness.set(false);
                 readings.disconnected();
-                metrics.mqtt_disconnects_total.inc();
                 let delay = backoff.next_delay();
                 let retry_in_ms = delay.as_millis() as u64;
                 if std::mem::take(&mut connected) {
+                    // Only a connection that was up is lost: a failed attempt is
+                    // counted by its reason below, not as a disconnect.
+                    metrics.mqtt_disconnects_total.inc();
                     tracing::warn!(error = %e, retry_in_ms, "mqtt connection lost");
                 } else {
                     let reason = fleet_runtime::mqtt::failure_reason(&e);

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, QoS};
+use rumqttc::{AsyncClient, QoS, SubAck};
 use tokio::time::Instant;
 
 #[derive(Debug)]
@@ -38,9 +38,17 @@ impl Subscription {
         self.send(client);
     }
 
-    /// The broker answered (SUBACK).
-    pub fn answered(&mut self) {
+    /// The broker answered (SUBACK): true when it granted the subscription. A refusal
+    /// (the ACL: the certificate is not the identity that may read this topic) is
+    /// logged here and not resent, since the ACL will not change its mind; the caller
+    /// counts it and decides what it means for its readiness.
+    pub fn answered(&mut self, ack: &SubAck) -> bool {
         self.due = None;
+        let refused = crate::mqtt::suback_refused(ack);
+        if refused {
+            tracing::error!(topic = %self.topic, "the broker refused this subscription (ACL): is the certificate the right identity's?");
+        }
+        !refused
     }
 
     /// The connection is gone: nothing to wait for until the next one.
@@ -102,7 +110,13 @@ mod tests {
             () = tokio::time::sleep(timeout * 20) => panic!("not due after its timeout"),
         }
         sub.resend(&client);
-        sub.answered();
+        let granted = SubAck::new(
+            1,
+            vec![rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)],
+        );
+        assert!(sub.answered(&granted));
+        let refused = SubAck::new(2, vec![rumqttc::SubscribeReasonCode::Failure]);
+        assert!(!sub.answered(&refused));
         tokio::select! {
             () = sub.overdue() => panic!("an answered subscription is never due"),
             () = tokio::time::sleep(timeout * 3) => {}
