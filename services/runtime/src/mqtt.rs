@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rumqttc::{ConnectionError, MqttOptions, TlsConfiguration, Transport};
+use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// The identity of ingest replicas (its certificate's CN; the broker's ACL lets it
 /// read every gateway's readings and write every gateway's acks).
@@ -90,12 +90,6 @@ impl MqttConfig {
         }
     }
 
-    /// From the `FLEET_MQTT_*` variables (the harness and tools that are not clap
-    /// programs); `FLEET_MQTT_URL` must be set.
-    pub fn from_env() -> Result<Self, std::env::VarError> {
-        Ok(Self::from_env_with_url(&std::env::var("FLEET_MQTT_URL")?))
-    }
-
     /// The broker at `url` with the TLS files of the `FLEET_MQTT_*` variables (a harness
     /// that was handed the URL separately).
     pub fn from_env_with_url(url: &str) -> Self {
@@ -111,24 +105,6 @@ impl MqttConfig {
             key_file: path("FLEET_MQTT_KEY_FILE"),
             cert_dir: path("FLEET_MQTT_CERT_DIR"),
         }
-    }
-
-    /// The `(name, value)` pairs of the variables [`from_env`](Self::from_env) reads,
-    /// for a child process (unset ones are given as empty, so a child does not inherit
-    /// a different value from its parent's environment).
-    pub fn env_vars(&self) -> Vec<(&'static str, String)> {
-        let path = |p: &Option<PathBuf>| {
-            p.as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
-        };
-        vec![
-            ("FLEET_MQTT_URL", self.url.clone()),
-            ("FLEET_MQTT_CA_FILE", path(&self.ca_file)),
-            ("FLEET_MQTT_CERT_FILE", path(&self.cert_file)),
-            ("FLEET_MQTT_KEY_FILE", path(&self.key_file)),
-            ("FLEET_MQTT_CERT_DIR", path(&self.cert_dir)),
-        ]
     }
 
     /// True for `mqtts://`.
@@ -258,23 +234,10 @@ pub fn client_config(
     key: &Path,
 ) -> Result<rustls::ClientConfig, MqttConfigError> {
     let mut roots = rustls::RootCertStore::empty();
-    let cas = CertificateDer::pem_file_iter(ca)
-        .map_err(|e| file_error("CA file", ca, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error("CA file", ca, e))?;
-    if cas.is_empty() {
-        return Err(file_error("CA file", ca, "no certificate in it"));
-    }
-    for c in cas {
+    for c in certificate::pem_certificates("CA file", ca)? {
         roots.add(c).map_err(|e| file_error("CA file", ca, e))?;
     }
-    let chain = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| file_error("certificate", cert, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error("certificate", cert, e))?;
-    if chain.is_empty() {
-        return Err(file_error("certificate", cert, "no certificate in it"));
-    }
+    let chain = certificate::pem_certificates("certificate", cert)?;
     let private = PrivateKeyDer::from_pem_file(key).map_err(|e| {
         // The parser's message names the problem, never the key's bytes.
         file_error("private key", key, e)
@@ -452,19 +415,6 @@ mod tests {
         std::fs::write(tmp.path().join("ca.crt"), "not pem").expect("write");
         let e = config.options("c", "gw-1").expect_err("no certificate");
         assert!(e.to_string().contains("no certificate"), "{e}");
-    }
-
-    #[test]
-    fn env_vars_round_trip() {
-        let config = MqttConfig {
-            url: "mqtts://h:1".into(),
-            ca_file: Some("/ca".into()),
-            cert_dir: Some("/d".into()),
-            ..MqttConfig::default()
-        };
-        let vars = config.env_vars();
-        assert!(vars.contains(&("FLEET_MQTT_CA_FILE", "/ca".into())));
-        assert!(vars.contains(&("FLEET_MQTT_CERT_FILE", String::new())));
     }
 
     #[test]

@@ -34,9 +34,12 @@ pub struct CertificateFacts {
     pub not_after: i64,
 }
 
-/// The facts of every certificate in the PEM file at `path` (a chain: the client's
-/// certificate first), in file order.
-pub fn read(what: &'static str, path: &Path) -> Result<Vec<CertificateFacts>, MqttConfigError> {
+/// Every certificate in the PEM file at `path`, in file order; a file with none is an
+/// error naming it (`what`: "CA file", "certificate").
+pub fn pem_certificates(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, MqttConfigError> {
     let ders = CertificateDer::pem_file_iter(path)
         .map_err(|e| file_error(what, path, e))?
         .collect::<Result<Vec<_>, _>>()
@@ -44,7 +47,14 @@ pub fn read(what: &'static str, path: &Path) -> Result<Vec<CertificateFacts>, Mq
     if ders.is_empty() {
         return Err(file_error(what, path, "no certificate in it"));
     }
-    ders.iter()
+    Ok(ders)
+}
+
+/// The facts of every certificate in the PEM file at `path` (a chain: the client's
+/// certificate first), in file order.
+pub fn read(what: &'static str, path: &Path) -> Result<Vec<CertificateFacts>, MqttConfigError> {
+    pem_certificates(what, path)?
+        .iter()
         .map(|der| {
             let (_, cert) = x509_parser::parse_x509_certificate(der)
                 .map_err(|e| file_error(what, path, format!("not an X.509 certificate: {e}")))?;
