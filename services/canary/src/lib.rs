@@ -49,6 +49,9 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 pub async fn run(config: CanaryConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.check()?;
     let metrics = CanaryMetrics::new();
+    // Served with the canary's own: its gateway's connection failures, refused
+    // subscriptions and certificate expiry are the operators' to see.
+    let gateway_metrics = GatewayMetrics::in_registry(metrics.registry.clone());
     let readiness = Readiness::default();
     let metrics_addr = serve_metrics(
         config.metrics_addr,
@@ -67,7 +70,12 @@ pub async fn run(config: CanaryConfig, shutdown: CancellationToken) -> anyhow::R
             .context("reading the operators' clinic from the registry")?
             .unwrap_or_else(random_secret),
     };
-    let watch = Arc::new(Mutex::new(Watch::new(config.deadline, Instant::now())));
+    let first_round = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / config.interval.as_secs().max(1));
+    let watch = Arc::new(Mutex::new(
+        Watch::new(config.deadline, Instant::now()).starting_at_round(first_round),
+    ));
 
     // The receiver answers before the registry points the notifier at it.
     let incoming = TcpIncoming::bind(config.listen)
@@ -114,7 +122,6 @@ pub async fn run(config: CanaryConfig, shutdown: CancellationToken) -> anyhow::R
 
     let outbox =
         fleet_gateway::fleet::open_outbox(&config.state_dir, &config.gateway_id, OUTBOX_CAPACITY)?;
-    let gateway_metrics = GatewayMetrics::new();
     let link = pump::CanaryLink::new(
         &config.pump_id,
         &config.gateway_id,

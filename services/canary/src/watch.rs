@@ -98,6 +98,15 @@ impl Watch {
         }
     }
 
+    /// Numbers rounds from `first` on. A restarted canary starts where the wall clock
+    /// says (seconds since the epoch over the interval), not at 0: a page for a round
+    /// of the process before it, still arriving, must not complete a new round that
+    /// happens to have the same slot.
+    pub fn starting_at_round(mut self, first: u64) -> Self {
+        self.next_round = first;
+        self
+    }
+
     /// Nothing is owed before `now` (the canary waited before its first round).
     pub fn restart_clock(&mut self, now: Instant) {
         if self.out.is_empty() && self.last_started.is_none() {
@@ -214,6 +223,24 @@ mod tests {
         );
         assert_eq!(w.outstanding(), 0);
         assert_eq!(w.paged(slot, t0 + secs(3)), Paged::Unmatched, "a duplicate");
+    }
+
+    #[test]
+    fn a_restarted_canary_numbers_its_rounds_on_so_an_old_page_matches_none() {
+        let t0 = Instant::now();
+        // The process before ended after round 1000 (slot 0) was paged late.
+        let mut w = Watch::new(DEADLINE, t0).starting_at_round(1001);
+        let slot = w.start_round(t0);
+        assert_eq!(slot, 1);
+        assert_eq!(
+            w.paged(0, t0 + secs(1)),
+            Paged::Unmatched,
+            "the old round's page"
+        );
+        assert!(matches!(
+            w.paged(slot, t0 + secs(2)),
+            Paged::Completed { round: 1001, .. }
+        ));
     }
 
     #[test]

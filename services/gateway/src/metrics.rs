@@ -31,7 +31,12 @@ pub struct GatewayMetrics {
 
 impl GatewayMetrics {
     pub fn new() -> Self {
-        let r = Registry::new();
+        Self::in_registry(Registry::new())
+    }
+
+    /// The same metrics registered in `r`: a process that hosts a gateway session
+    /// beside metrics of its own (the canary) serves them all from one endpoint.
+    pub fn in_registry(r: Registry) -> Self {
         GatewayMetrics {
             published_total: counter(
                 &r,
