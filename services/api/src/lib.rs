@@ -29,8 +29,8 @@ use metrics::ApiMetrics;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-/// `Debug` is written out below: it must not show the database password.
-#[derive(Clone, Args)]
+/// `Debug` shows no password: `Endpoints`' own `Debug` redacts its URLs.
+#[derive(Debug, Clone, Args)]
 pub struct ApiConfig {
     #[command(flatten)]
     pub endpoints: Endpoints,
@@ -46,23 +46,6 @@ pub struct ApiConfig {
     #[command(flatten)]
     pub limits: LimitsConfig,
 }
-
-impl std::fmt::Debug for ApiConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let e = &self.endpoints;
-        f.debug_struct("ApiConfig")
-            .field("database_url", &redact_url(&e.database_url))
-            .field("mqtt_url", &redact_url(&e.mqtt_url))
-            .field("kafka_brokers", &e.kafka_brokers)
-            .field("listen", &self.listen)
-            .field("http_listen", &self.http_listen)
-            .field("metrics_addr", &self.metrics_addr)
-            .field("limits", &self.limits)
-            .finish_non_exhaustive()
-    }
-}
-
-pub use fleet_runtime::redact_url;
 
 /// How often readiness checks the database.
 const READINESS_EVERY: Duration = Duration::from_secs(5);

@@ -292,7 +292,8 @@ impl Limits {
     }
 
     /// How many addresses and users the limiters remember (for tests of the sweep).
-    pub fn remembered(&self) -> (usize, usize) {
+    #[cfg(test)]
+    fn remembered(&self) -> (usize, usize) {
         (self.failures.len(), self.users.len())
     }
 }
@@ -411,6 +412,34 @@ mod tests {
         }
         assert!(l.blocked(ip("2001:db8:1:2:ffff::9")).is_some());
         assert!(l.blocked(ip("2001:db8:1:3::1")).is_none());
+    }
+
+    #[test]
+    fn the_sweep_forgets_callers_whose_allowance_is_whole_again() {
+        // Allowances that refill within a millisecond.
+        let l = Limits::new(&LimitsConfig {
+            auth_failures_per_minute: NonZeroU32::new(60_000).expect("n"),
+            auth_failure_burst: NonZeroU32::new(1).expect("n"),
+            user_requests_per_second: NonZeroU32::new(1_000).expect("n"),
+            user_request_burst: NonZeroU32::new(1).expect("n"),
+            ..LimitsConfig::default()
+        });
+        let a = ip("203.0.113.7");
+        assert!(matches!(l.failed(a), Failure::NowBlocked { .. }));
+        l.user_request("clinic-a").expect("allowed");
+        l.note_refused(Limit::UserRequests, "clinic-a");
+        assert_eq!(l.remembered(), (1, 1));
+        std::thread::sleep(Duration::from_millis(50));
+        l.sweep();
+        assert_eq!(l.remembered(), (0, 0), "idle callers forgotten");
+        assert!(
+            l.blocked.lock().expect("lock").is_empty(),
+            "expired blocks forgotten"
+        );
+        assert!(
+            l.refused.lock().expect("lock").is_empty(),
+            "refusals logged"
+        );
     }
 
     #[test]

@@ -70,12 +70,7 @@ async fn fixture() -> Fixture {
 }
 
 async fn fixture_with(limits: LimitsConfig) -> Fixture {
-    let url = std::env::var("FLEET_DATABASE_URL")
-        .expect("FLEET_DATABASE_URL is not set: scripts/test.sh starts the stack");
-    let url = fleet_store::testing::fresh_database(&url, "api")
-        .await
-        .expect("a database of our own");
-    let pool = fleet_store::connect(&url).await.expect("connect");
+    let (_, pool) = fleet_store::testing::fresh_pool("api").await;
     sqlx::raw_sql(
         "INSERT INTO clinic (id, name, webhook, escalation_after_ms) VALUES
            ('clinic-a', 'A', 'http://127.0.0.1:1', 60000),
@@ -1215,11 +1210,21 @@ async fn a_user_over_its_request_rate_is_limited_and_another_user_is_not() {
     // Another user from the same address is served.
     let (status, _) = call(&f, Some(&f.clinic_b), "GET", "/api/v1/pumps", None).await;
     assert_eq!(status, StatusCode::OK);
+    // The same user over gRPC shares the limit. A token comes back every second, and a
+    // loaded machine may take that long to get here: a few calls in a row are more
+    // than a second's worth, so one of them must be refused.
     let mut grpc = f.grpc.clone();
-    let refused = grpc
-        .list_pumps(with_token(pb::ListPumpsRequest {}, &f.clinic_a))
-        .await;
-    assert_eq!(code(refused), Some(tonic::Code::ResourceExhausted));
+    let mut grpc_codes = Vec::new();
+    for _ in 0..4 {
+        let answer = grpc
+            .list_pumps(with_token(pb::ListPumpsRequest {}, &f.clinic_a))
+            .await;
+        grpc_codes.push(code(answer));
+    }
+    assert!(
+        grpc_codes.contains(&Some(tonic::Code::ResourceExhausted)),
+        "{grpc_codes:?}"
+    );
     grpc.list_pumps(with_token(pb::ListPumpsRequest {}, &f.manufacturer))
         .await
         .expect("another user is served over gRPC");

@@ -10,8 +10,6 @@ use anyhow::Context;
 use fleet_core::Registry;
 use fleet_store::registry::{ImportSummary, import};
 
-use crate::stack::redact_password;
-
 /// Why an import did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -41,7 +39,7 @@ pub async fn import_file(
     })?;
     let pool = fleet_store::connect(database_url)
         .await
-        .with_context(|| format!("connecting to {}", redact_password(database_url)))?;
+        .with_context(|| format!("connecting to {}", fleet_runtime::redact_url(database_url)))?;
     let summary = import(&pool, &registry, prune)
         .await
         .context("importing the registry")?;

@@ -88,13 +88,7 @@ async fn archive_scenario(pool: &PgPool, lines: &[String], alarms: &[AlarmEvent]
 }
 
 async fn database() -> (String, PgPool) {
-    let url = std::env::var("FLEET_DATABASE_URL")
-        .expect("FLEET_DATABASE_URL is not set: scripts/test.sh starts the stack");
-    let url = fleet_store::testing::fresh_database(&url, "reports")
-        .await
-        .expect("a database of our own");
-    let pool = fleet_store::connect(&url).await.expect("connect");
-    (url, pool)
+    fleet_store::testing::fresh_pool("reports").await
 }
 
 fn fleetctl(database_url: &str, args: &[&str], dir: &std::path::Path) -> Output {

@@ -32,12 +32,7 @@ fn refused(output: &Output, reason: &str) {
 #[tokio::test]
 #[ignore = "needs the local stack: scripts/test.sh starts it"]
 async fn a_printed_token_logs_in_as_its_user_until_rotated() {
-    let url = std::env::var("FLEET_DATABASE_URL")
-        .expect("FLEET_DATABASE_URL is not set: scripts/test.sh starts the stack");
-    let url = fleet_store::testing::fresh_database(&url, "users")
-        .await
-        .expect("a database of our own");
-    let pool = fleet_store::connect(&url).await.expect("connect");
+    let (url, pool) = fleet_store::testing::fresh_pool("users").await;
     sqlx::query(
         "INSERT INTO clinic (id, name, webhook, escalation_after_ms)
          VALUES ('clinic-001', 'North', 'http://127.0.0.1:1', 60000)",

@@ -71,3 +71,16 @@ async fn drop_leftovers(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error
     }
     Ok(())
 }
+
+/// A fresh database next to the test stack's (`FLEET_DATABASE_URL`), migrated and
+/// connected: its URL (for a process the test starts) and a pool. Panics with what is
+/// missing, as a test should.
+pub async fn fresh_pool(prefix: &str) -> (String, sqlx::PgPool) {
+    let url = std::env::var("FLEET_DATABASE_URL")
+        .expect("FLEET_DATABASE_URL is not set: scripts/test.sh starts the stack");
+    let url = fresh_database(&url, prefix)
+        .await
+        .expect("a database of our own");
+    let pool = crate::connect(&url).await.expect("connect and migrate");
+    (url, pool)
+}

@@ -7,14 +7,7 @@ use fleet_store::archive::{self, Partitions};
 use sqlx::PgPool;
 
 async fn pool() -> PgPool {
-    let url = std::env::var("FLEET_DATABASE_URL")
-        .expect("FLEET_DATABASE_URL is not set: scripts/test.sh starts the stack");
-    let url = fleet_store::testing::fresh_database(&url, "archive")
-        .await
-        .expect("a database of our own");
-    fleet_store::connect(&url)
-        .await
-        .expect("connect and migrate")
+    fleet_store::testing::fresh_pool("archive").await.1
 }
 
 /// Hourly readings of one pump; sub-microsecond parts included, as gateways may send.

@@ -7,14 +7,7 @@ use std::net::IpAddr;
 use serde_json::json;
 
 async fn pool() -> sqlx::PgPool {
-    let url = std::env::var("FLEET_DATABASE_URL")
-        .expect("FLEET_DATABASE_URL is not set: scripts/test.sh starts the stack");
-    let url = fleet_store::testing::fresh_database(&url, "audit")
-        .await
-        .expect("a database of our own");
-    fleet_store::connect(&url)
-        .await
-        .expect("connect and migrate")
+    fleet_store::testing::fresh_pool("audit").await.1
 }
 
 #[tokio::test]

@@ -30,14 +30,7 @@ clinic_id = "clinic-002"
 "#;
 
 async fn pool() -> sqlx::PgPool {
-    let url = std::env::var("FLEET_DATABASE_URL")
-        .expect("FLEET_DATABASE_URL is not set: scripts/test.sh starts the stack");
-    let url = fleet_store::testing::fresh_database(&url, "registry")
-        .await
-        .expect("a database of our own");
-    fleet_store::connect(&url)
-        .await
-        .expect("connect and migrate")
+    fleet_store::testing::fresh_pool("registry").await.1
 }
 
 #[tokio::test]
