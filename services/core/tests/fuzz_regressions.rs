@@ -2,9 +2,11 @@
 //! tests that run with the rest of the suite, without a fuzzer.
 //!
 //! Every file under `tests/data/fuzz/TARGET/` is an input a target once failed on (the
-//! file libFuzzer wrote, renamed after what it shows). It is replayed here through the
-//! same properties the target checks, so a new crash becomes a regression test by
-//! dropping its file into that folder.
+//! file libFuzzer wrote, renamed after what it shows), or an edge case kept on purpose
+//! where a target has not failed yet (the registry's: a last line without a newline,
+//! CRLF line endings). It is replayed here through the same properties the target
+//! checks, so a new crash becomes a regression test by dropping its file into that
+//! folder.
 
 use std::path::PathBuf;
 
@@ -15,12 +17,13 @@ fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/fuzz")
         .join(target);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Vec::new(); // nothing found yet for this target
-    };
+    // Every target keeps at least one input: a missing or misnamed folder must fail
+    // here, not pass having replayed nothing.
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     let mut files: Vec<_> = entries
         .map(|e| e.expect("readable directory").path())
         .collect();
+    assert!(!files.is_empty(), "{}: no input kept", dir.display());
     files.sort();
     files
         .into_iter()
