@@ -4,7 +4,8 @@
 # simulated fleet plays its history, then checks that nothing was lost, archived twice
 # or paged twice (docs/chaos.md). Runs on a fresh private stack of its own
 # (.state/bench-chaos, ports 27830/27092/27432), purged on exit; the summary goes to
-# loadtest/results/chaos.json and the run's logs stay in .state/chaos/bench.
+# loadtest/results/chaos.json, the printed report to .state/chaos/bench.txt, and the run's
+# logs stay in .state/chaos/bench.
 # Usage: loadtest/bench-chaos.sh [fleet-chaos options]
 #   (default: --duration 5m --pumps 60 --interval 8s --seed 1)
 #   CHAOS_PROFILE=debug uses debug binaries instead of release ones.
@@ -23,5 +24,7 @@ out=loadtest/results/chaos.json
 state=.state/chaos/bench
 rm -rf "$state"
 source loadtest/private-stack.sh chaos 27830 27092 27432
-mkdir -p "$state"
-"$bin/fleet-chaos" "${args[@]}" --state-dir "$state" --out "$out" 2>&1 | tee "$state/chaos.txt"
+# The printed report beside the state directory, not in it: fleet-chaos refuses a
+# state directory that is not empty.
+mkdir -p "$(dirname "$state")"
+"$bin/fleet-chaos" "${args[@]}" --state-dir "$state" --out "$out" 2>&1 | tee "$state.txt"

@@ -401,7 +401,9 @@ pub fn kept_dir(prefix: &str) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Writes `readings` as a replay file (JSON Lines) in `dir`.
+/// Writes `readings` as a replay file (JSON Lines) in `dir`, and issues its gateways' certificates now, from the readings in hand: a benchmark
+/// writes its replay before its clock starts, and the certificates are part of that
+/// set-up, not of what it times.
 pub fn write_replay(dir: &Path, readings: &[Reading]) -> anyhow::Result<PathBuf> {
     let replay = dir.join("replay.jsonl");
     let text: String = readings
@@ -409,6 +411,7 @@ pub fn write_replay(dir: &Path, readings: &[Reading]) -> anyhow::Result<PathBuf>
         .map(|r| fleet_core::json::to_json(r) + "\n")
         .collect();
     std::fs::write(&replay, text)?;
+    issue_gateway_certs(readings.iter().map(|r| &r.gateway_id))?;
     Ok(replay)
 }
 
@@ -491,14 +494,14 @@ pub fn issue_replay_certs(replay: &Path) -> anyhow::Result<()> {
 
 /// Starts one gateway process hosting a gateway per pump that replays `replay` at
 /// `pace` and exits once every reading is acknowledged end to end. The gateways'
-/// state and log go to `dir`.
+/// state and log go to `dir`; their certificates must exist ([`write_replay`] issues
+/// them).
 pub fn replay_through_gateways(
     env: &StackEnv,
     dir: &Path,
     replay: &Path,
     pace: Pace,
 ) -> anyhow::Result<Service> {
-    issue_replay_certs(replay)?;
     Service::spawn(
         "fleet-gateway",
         Command::new(binary("fleet-gateway")?)
@@ -521,6 +524,22 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
     Some((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+/// Processes whose command line names `path` (a run's gateway process and receivers
+/// are given its state directory): what a test that must stop everything checks.
+pub fn processes_mentioning(path: &Path) -> Vec<String> {
+    let needle = path.display().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.ok()?.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline.contains(&needle).then_some(cmdline)
+        })
+        .collect()
 }
 
 /// Processes whose command name is `name` (the stack's broker, its database).

@@ -298,13 +298,20 @@ impl CpuShare {
     }
 }
 
+/// The `q` quantile (0 to 1) of sorted values, nearest rank; `None` when empty. The
+/// harness's one percentile: every report and plot takes its figures from it.
+pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    Some(sorted[((last as f64) * q).round() as usize])
+}
+
 /// p50, p90, p99 and max of sorted milliseconds.
 pub fn percentiles(sorted: &[f64]) -> serde_json::Value {
-    if sorted.is_empty() {
+    let Some(max) = percentile(sorted, 1.0) else {
         return serde_json::Value::Null;
-    }
-    let pct = |p: f64| sorted[((sorted.len() - 1) as f64 * p).round() as usize];
-    serde_json::json!({ "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "max": pct(1.0) })
+    };
+    let pct = |q: f64| percentile(sorted, q).unwrap_or(max);
+    serde_json::json!({ "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "max": max })
 }
 
 /// Where each probe's time went, hop by hop, from the moments each hop left a mark:

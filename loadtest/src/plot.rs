@@ -12,13 +12,7 @@ use crate::latency::Latency;
 pub fn latency_histogram(latency: &Latency) -> Result<String, String> {
     let failed = |e: &dyn std::fmt::Debug| format!("drawing the latency plot: {e:?}");
     let buckets = latency.histogram();
-    let pct = |p: f64| {
-        let sorted = &latency.samples_ms;
-        if sorted.is_empty() {
-            return 0.0;
-        }
-        sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-    };
+    let pct = |q: f64| crate::latency::percentile(&latency.samples_ms, q).unwrap_or(0.0);
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (900, 420)).into_drawing_area();

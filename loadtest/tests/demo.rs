@@ -93,28 +93,12 @@ fn the_demo_holds_the_pipeline_to_the_ground_truth_and_stops_cleanly() {
     assert!(demo.is_running(), "the demo keeps the system running");
     demo.terminate(Duration::from_secs(90))
         .expect("the demo stops when told to");
-    let left = processes_mentioning(&state);
+    let left = harness::processes_mentioning(&state);
     assert!(left.is_empty(), "processes left running: {left:?}");
 }
 
 fn log(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("demo.log")).unwrap_or_default()
-}
-
-/// Processes whose command line names `path` (the demo passes its state directory to
-/// the gateway process and the receivers).
-fn processes_mentioning(path: &Path) -> Vec<String> {
-    let needle = path.display().to_string();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| {
-            let cmdline = std::fs::read(e.ok()?.path().join("cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            cmdline.contains(&needle).then_some(cmdline)
-        })
-        .collect()
 }
 
 #[test]

@@ -104,7 +104,7 @@ impl Demo {
             .with_context(|| {
                 format!(
                     "cannot use the database {} (is the stack up? deploy/local/stack.sh up)",
-                    fleetctl::stack::redact_password(&config.env.database_url)
+                    fleet_runtime::redact_url(&config.env.database_url)
                 )
             })?;
         fleet_store::registry::import(&pool, &registry, false).await?;

@@ -13,6 +13,7 @@ use sqlx::PgPool;
 
 use super::pages::Pages;
 use super::plan::Plan;
+use crate::latency::percentile;
 
 /// What became of the readings the gateways produced over the simulated history.
 #[derive(Debug, Clone, Copy, Default)]
@@ -135,11 +136,6 @@ pub fn faults_injected(plan: &Plan) -> BTreeMap<FaultKind, (u32, BTreeSet<AlarmK
         }
     }
     faults
-}
-
-fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
-    let last = sorted.len().checked_sub(1)?;
-    Some(sorted[((last as f64) * q).round() as usize])
 }
 
 fn fmt_ratio(r: Option<f64>) -> String {
