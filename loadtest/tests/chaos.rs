@@ -9,32 +9,21 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use fleet_loadtest::demo::services::isolated_command;
 use fleet_loadtest::harness::{self, Service, StackEnv};
 
 #[test]
 #[ignore = "needs the local stack: scripts/test.sh starts it"]
 fn killing_every_component_in_turn_loses_nothing_and_doubles_nothing() {
     let env = StackEnv::from_env().expect("stack endpoints");
-    // fleet-chaos runs the binaries it finds beside itself.
-    let mut binaries = fleet_loadtest::demo::services::BINARIES.to_vec();
-    binaries.push("fleet-chaos");
-    harness::binaries(&binaries).expect("built");
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let database_url = runtime
-        .block_on(fleet_store::testing::fresh_database(
-            &env.database_url,
-            "chaos",
-        ))
-        .expect("fresh database");
+    // fleet-chaos runs the binaries it finds beside itself; its own database and topics.
+    let mut command = isolated_command(&env, "fleet-chaos", "chaos").expect("set up");
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("chaos");
     let out = dir.path().join("summary.json");
-    let suffix = format!("chaos-{}", chrono::Utc::now().timestamp_millis());
     let mut chaos = Service::spawn(
         "fleet-chaos",
-        env.command("fleet-chaos", &database_url)
-            .expect("binary")
-            .env("FLEET_TOPIC_SUFFIX", &suffix)
+        command
             .args(["--duration", "90s", "--interval", "3s", "--seed", "11"])
             .args(["--pumps", "30", "--speedup", "14400"])
             .args(["--recovery-timeout", "60s", "--drain-timeout", "150s"])

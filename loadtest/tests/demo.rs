@@ -8,31 +8,21 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use fleet_loadtest::demo::services::isolated_command;
 use fleet_loadtest::harness::{self, Service, StackEnv};
 
 #[test]
 #[ignore = "needs the local stack: scripts/test.sh starts it"]
 fn the_demo_holds_the_pipeline_to_the_ground_truth_and_stops_cleanly() {
     let env = StackEnv::from_env().expect("stack endpoints");
-    // The demo runs the binaries it finds beside itself, as scripts/demo.sh builds them.
-    let mut binaries = fleet_loadtest::demo::services::BINARIES.to_vec();
-    binaries.push("fleet-demo");
-    harness::binaries(&binaries).expect("built");
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let database_url = runtime
-        .block_on(fleet_store::testing::fresh_database(
-            &env.database_url,
-            "demo",
-        ))
-        .expect("fresh database");
+    // The demo runs the binaries it finds beside itself, as scripts/demo.sh builds them;
+    // its own database and topics.
+    let mut command = isolated_command(&env, "fleet-demo", "demo").expect("set up");
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("demo");
-    let suffix = format!("demo-{}", chrono::Utc::now().timestamp_millis());
     let mut demo = Service::spawn(
         "fleet-demo",
-        env.command("fleet-demo", &database_url)
-            .expect("binary")
-            .env("FLEET_TOPIC_SUFFIX", &suffix)
+        command
             .args(["--pumps", "40", "--history", "20d", "--speedup", "14400"])
             .args(["--seed", "11", "--free-ports"])
             .arg("--state-dir")

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::Utc;
-use fleet_core::{AlarmState, Registry};
+use fleet_core::AlarmState;
 use fleet_gateway::simulated::SimClock;
 use fleet_simulator::{Episode, Finding, RaisedAlarm, Score};
 use sqlx::PgPool;
@@ -135,18 +135,9 @@ impl Chaos {
         );
         // No escalation within the run: every page is an alarm event's own page, so a
         // receiver must hold each (alarm_id, revision) exactly once.
-        let toml = plan.registry_toml("24h");
-        std::fs::write(config.dir.join("registry.toml"), &toml)?;
-        let registry = Registry::from_toml(&toml).context("the chaos fleet's registry")?;
-        let pool = fleet_store::connect(&config.env.database_url)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot use the database {} (is the stack up? deploy/local/stack.sh up)",
-                    fleet_runtime::redact_url(&config.env.database_url)
-                )
-            })?;
-        fleet_store::registry::import(&pool, &registry, false).await?;
+        let pool = plan
+            .install(&config.env.database_url, &config.dir, "24h")
+            .await?;
         let mut processes = Processes::start(
             &config.env,
             &config.dir,

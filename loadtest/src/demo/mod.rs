@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::Utc;
-use fleet_core::Registry;
 use fleet_gateway::simulated::SimClock;
 use fleet_store::access::{self, Role};
 use sqlx::PgPool;
@@ -93,21 +92,14 @@ impl Demo {
             clinics,
         );
 
-        let toml = plan.registry_toml(&config.escalation_after);
-        let registry_file = config.dir.join("registry.toml");
-        std::fs::write(&registry_file, &toml)?;
-        let registry = Registry::from_toml(&toml)
-            .with_context(|| format!("the demo's registry {}", registry_file.display()))?;
         // The stack was checked before the demo started: no retrying here.
-        let pool = fleet_store::connect(&config.env.database_url)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot use the database {} (is the stack up? deploy/local/stack.sh up)",
-                    fleet_runtime::redact_url(&config.env.database_url)
-                )
-            })?;
-        fleet_store::registry::import(&pool, &registry, false).await?;
+        let pool = plan
+            .install(
+                &config.env.database_url,
+                &config.dir,
+                &config.escalation_after,
+            )
+            .await?;
         let mut logins = Vec::new();
         for clinic in &plan.clinics {
             let user = format!("demo-{}", clinic.id);

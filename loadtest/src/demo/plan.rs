@@ -5,10 +5,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::path::Path;
 
+use anyhow::Context;
 use chrono::{DateTime, Utc};
+use fleet_core::Registry;
 use fleet_gateway::simulated::fleet_spec;
 use fleet_simulator::{Fleet, FleetSpec, GroundTruth};
+use sqlx::PgPool;
 
 /// The demo clinics' names, in registry order (more clinics than names get numbers).
 const CLINIC_NAMES: [&str; 3] = [
@@ -120,6 +124,30 @@ impl Plan {
             );
         }
         toml
+    }
+
+    /// Writes this fleet's registry to `dir/registry.toml` and imports it into the
+    /// database at `database_url` (checked by the caller: no retrying here). Returns
+    /// the pool, for the run's own queries.
+    pub async fn install(
+        &self,
+        database_url: &str,
+        dir: &Path,
+        escalation_after: &str,
+    ) -> anyhow::Result<PgPool> {
+        let toml = self.registry_toml(escalation_after);
+        let file = dir.join("registry.toml");
+        std::fs::write(&file, &toml)?;
+        let registry = Registry::from_toml(&toml)
+            .with_context(|| format!("the fleet's registry {}", file.display()))?;
+        let pool = fleet_store::connect(database_url).await.with_context(|| {
+            format!(
+                "cannot use the database {} (is the stack up? deploy/local/stack.sh up)",
+                fleet_runtime::redact_url(database_url)
+            )
+        })?;
+        fleet_store::registry::import(&pool, &registry, false).await?;
+        Ok(pool)
     }
 }
 

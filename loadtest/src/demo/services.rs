@@ -66,6 +66,25 @@ pub const BINARIES: [&str; 7] = [
     "fleetctl",
 ];
 
+/// A command for `tool` (`fleet-demo`, `fleet-chaos`: what runs the demo's processes)
+/// on the stack, kept apart from every other run: `tool` and the binaries it spawns are
+/// built, and it gets a fresh database and a topic suffix of its own, both named after
+/// `label`. Blocking: for a test's set-up, outside any runtime.
+pub fn isolated_command(env: &StackEnv, tool: &str, label: &str) -> anyhow::Result<Command> {
+    let mut binaries = BINARIES.to_vec();
+    binaries.push(tool);
+    harness::binaries(&binaries)?;
+    let database_url = tokio::runtime::Runtime::new()?.block_on(
+        fleet_store::testing::fresh_database(&env.database_url, label),
+    )?;
+    let mut command = env.command(tool, &database_url)?;
+    command.env(
+        "FLEET_TOPIC_SUFFIX",
+        format!("{label}-{}", Utc::now().timestamp_millis()),
+    );
+    Ok(command)
+}
+
 /// How the gateway process plays the simulated fleet.
 #[derive(Debug, Clone, Copy)]
 pub struct FleetClock {

@@ -728,27 +728,37 @@ async fn the_dashboard_is_served_under_a_strict_policy_and_loads_nothing_from_el
     );
 }
 
-/// The value of `fleet_api_requests_total` for one label set (0 when never counted).
-fn requests(f: &Fixture, transport: &str, operation: &str, outcome: &str) -> f64 {
+/// The value of counter `family` summed over the series carrying every one of `labels`
+/// (0 when never counted).
+fn counter(f: &Fixture, family: &str, labels: &[(&str, &str)]) -> f64 {
     f.metrics
         .registry
         .gather()
         .iter()
-        .filter(|family| family.name() == "fleet_api_requests_total")
-        .flat_map(|family| family.get_metric().iter())
+        .filter(|fam| fam.name() == family)
+        .flat_map(|fam| fam.get_metric().iter())
         .filter(|m| {
-            let label = |name: &str| {
+            labels.iter().all(|(name, value)| {
                 m.get_label()
                     .iter()
-                    .find(|l| l.name() == name)
-                    .map(|l| l.value().to_owned())
-            };
-            label("transport").as_deref() == Some(transport)
-                && label("operation").as_deref() == Some(operation)
-                && label("outcome").as_deref() == Some(outcome)
+                    .any(|l| l.name() == *name && l.value() == *value)
+            })
         })
         .map(|m| m.get_counter().get_value())
         .sum()
+}
+
+/// The value of `fleet_api_requests_total` for one label set.
+fn requests(f: &Fixture, transport: &str, operation: &str, outcome: &str) -> f64 {
+    counter(
+        f,
+        "fleet_api_requests_total",
+        &[
+            ("transport", transport),
+            ("operation", operation),
+            ("outcome", outcome),
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -893,24 +903,11 @@ fn the_row<'a>(log: &'a [AuditRow], actor: &str, action: &str) -> &'a AuditRow {
 
 /// The value of `fleet_api_rate_limited_total` for one transport and limit.
 fn rate_limited(f: &Fixture, transport: &str, limit: &str) -> f64 {
-    f.metrics
-        .registry
-        .gather()
-        .iter()
-        .filter(|family| family.name() == "fleet_api_rate_limited_total")
-        .flat_map(|family| family.get_metric().iter())
-        .filter(|m| {
-            let label = |name: &str| {
-                m.get_label()
-                    .iter()
-                    .find(|l| l.name() == name)
-                    .map(|l| l.value().to_owned())
-            };
-            label("transport").as_deref() == Some(transport)
-                && label("limit").as_deref() == Some(limit)
-        })
-        .map(|m| m.get_counter().get_value())
-        .sum()
+    counter(
+        f,
+        "fleet_api_rate_limited_total",
+        &[("transport", transport), ("limit", limit)],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
