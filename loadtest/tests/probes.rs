@@ -11,6 +11,9 @@ use fleet_loadtest::harness::{self, Service, StackEnv};
 struct Case {
     binary: &'static str,
     component: &'static str,
+    /// Components whose metrics it also serves under their own names (the canary runs
+    /// a gateway session: its metrics are the gateway's, named as the gateway's).
+    hosts: &'static [&'static str],
     families: &'static [&'static str],
     args: Vec<String>,
 }
@@ -20,6 +23,7 @@ fn cases(dir: &std::path::Path, api_http: u16) -> Vec<Case> {
         Case {
             binary: "fleet-ingest",
             component: "ingest",
+            hosts: &[],
             families: &[
                 "fleet_ingest_readings_total",
                 "fleet_ingest_produce_seconds_bucket",
@@ -30,6 +34,7 @@ fn cases(dir: &std::path::Path, api_http: u16) -> Vec<Case> {
         Case {
             binary: "fleet-detector",
             component: "detector",
+            hosts: &[],
             families: &[
                 "fleet_detector_readings_total",
                 "fleet_detector_checkpoint_seconds_bucket",
@@ -41,6 +46,7 @@ fn cases(dir: &std::path::Path, api_http: u16) -> Vec<Case> {
         Case {
             binary: "fleet-archiver",
             component: "archiver",
+            hosts: &[],
             families: &[
                 "fleet_archiver_batches_total",
                 "fleet_archiver_batch_write_seconds_bucket",
@@ -51,6 +57,7 @@ fn cases(dir: &std::path::Path, api_http: u16) -> Vec<Case> {
         Case {
             binary: "fleet-notifier",
             component: "notifier",
+            hosts: &[],
             families: &[
                 "fleet_notifier_in_flight",
                 "fleet_notifier_consumer_lag_records",
@@ -60,6 +67,7 @@ fn cases(dir: &std::path::Path, api_http: u16) -> Vec<Case> {
         Case {
             binary: "fleet-api",
             component: "api",
+            hosts: &[],
             // Counted per call: the test makes one before it looks.
             families: &["fleet_api_requests_total"],
             args: vec![
@@ -72,6 +80,7 @@ fn cases(dir: &std::path::Path, api_http: u16) -> Vec<Case> {
         Case {
             binary: "fleet-gateway",
             component: "gateway",
+            hosts: &[],
             // Its certificate is issued by the test before it starts (TLS on).
             families: &["fleet_gateway_outbox_depth_readings"],
             args: vec![
@@ -84,6 +93,7 @@ fn cases(dir: &std::path::Path, api_http: u16) -> Vec<Case> {
         Case {
             binary: "fleet-canary",
             component: "canary",
+            hosts: &["gateway"],
             // Its gateway's certificate is issued by the test too.
             families: &[
                 "fleet_canary_last_success_timestamp_seconds",
@@ -179,7 +189,9 @@ fn every_service_answers_its_probes_exports_its_metrics_and_stops_on_sigterm() {
             {
                 let prefix = format!("fleet_{}_", case.component);
                 assert!(
-                    line.starts_with(&prefix),
+                    std::iter::once(case.component)
+                        .chain(case.hosts.iter().copied())
+                        .any(|c| line.starts_with(&format!("fleet_{c}_"))),
                     "{}: {line} is not named {prefix}...",
                     case.binary
                 );
